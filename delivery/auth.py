@@ -1,0 +1,119 @@
+"""WebSocket handshake checks: the Origin allow-list, then one credential (CONTRACT §5).
+
+Credentials, in this order: `Authorization: Bearer <token>`, `?ticket=<ticket>`, the
+session cookie. A credential that is present but bad does not fall through to the next.
+The result is `scope["principal"]` (None when unauthenticated); the consumer accepts and
+closes with 4401 in that case, because a refusal before accept reaches browsers as a bare
+403/1006 that a client cannot act on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from channels.auth import get_user
+from channels.db import database_sync_to_async
+from channels.security.websocket import WebsocketDenier
+from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http.request import validate_host
+
+from delivery.credentials import ticket_redeem, token_authenticate
+from delivery.groups import session_group, token_group
+
+logger = logging.getLogger(__name__)
+
+ASGIApp = Any
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who opened the socket, and the group that closes it when its credential ends."""
+
+    user: AbstractBaseUser
+    credential: str  # "session", "token" or "ticket"
+    credential_group: str
+
+
+def origin_allowed(origin: str | None) -> bool:
+    """A browser's Origin must name one of our hosts or a configured origin. No Origin at all
+    is a non-browser client, which cannot ride a victim's cookie, so it may go on."""
+    if origin is None:
+        return True
+    if origin in settings.WS_ALLOWED_ORIGINS:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False  # includes the opaque "null" origin of sandboxed frames and files
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return validate_host(host, settings.ALLOWED_HOSTS)
+
+
+class OriginCheckMiddleware:
+    """Refuses cross-site WebSocket hijacking: a browser page on a foreign origin."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        origin = _header(scope, b"origin")
+        if not origin_allowed(origin):
+            client = (scope.get("client") or ["?"])[0]
+            logger.warning("websocket refused: origin %r is not allowed (client %s)", origin, client)
+            return await WebsocketDenier()(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+class CredentialMiddleware:
+    """Resolves the handshake's credential into `scope["principal"]`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        scope = dict(scope, principal=await _principal(scope))
+        return await self.app(scope, receive, send)
+
+
+async def _principal(scope: dict[str, Any]) -> Principal | None:
+    authorization = _header(scope, b"authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        found = await database_sync_to_async(token_authenticate)(token.strip())
+        if found is None:
+            return None
+        user, digest = found
+        return Principal(user=user, credential="token", credential_group=token_group(digest))
+
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if "ticket" in query:
+        ticket = await database_sync_to_async(ticket_redeem)(query["ticket"][0])
+        if ticket is None:
+            return None
+        return Principal(user=ticket.user, credential="ticket", credential_group=ticket.credential_group)
+
+    session = scope.get("session")
+    if session is None or not session.session_key:
+        return None
+    user = await get_user(scope)
+    if not user.is_authenticated:
+        return None
+    return Principal(user=user, credential="session", credential_group=session_group(session.session_key))
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def websocket_auth_stack(app: ASGIApp) -> ASGIApp:
+    """Origin check first (nothing is looked up for a hijack attempt), then the credential."""
+    return OriginCheckMiddleware(CookieMiddleware(SessionMiddleware(CredentialMiddleware(app))))

@@ -1,0 +1,232 @@
+"""The WebSocket consumer at /ws/notifications/: authenticate, subscribe, replay, forward.
+
+Doorbells from the channel layer carry a notification and its per-user `seq`. The consumer
+keeps `cursor`, the highest seq this socket has sent, and reads the database whenever a
+doorbell is not the very next seq: a lost, late or reordered doorbell can delay a
+notification, never drop it, double it or send it out of order.
+
+Channels runs one handler at a time per consumer, so a doorbell that arrives during a
+replay waits until the replay is done, and is then skipped if the replay already sent it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from delivery.groups import user_group
+from delivery.payloads import notification_payload
+from delivery.selectors import (
+    PAGE_MAX,
+    cursor_is_resumable,
+    inbox_state,
+    notification_ids_of_user,
+    notifications_after_seq,
+)
+from delivery.services import notifications_mark_all_read, notifications_mark_read
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_LARGE = 4413
+CLOSE_ABUSE = 4429
+FRAME_MAX_BYTES = 64 * 1024  # the largest legitimate frame is a mark_read of MARK_READ_MAX ids
+MARK_READ_MAX = 1000
+ID_LIMIT = 2**63  # a larger number is no id of ours, and would overflow a bigint column
+
+
+class TokenBucket:
+    """Allows `burst` at once and `per_second` sustained."""
+
+    clock = staticmethod(time.monotonic)  # a plain attribute, for tests
+
+    def __init__(self, *, burst: float, per_second: float) -> None:
+        self.burst = burst
+        self.per_second = per_second
+        self.tokens = burst
+        self.stamp = self.clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.per_second)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class FrameError(Exception):
+    """A client frame the server cannot take; answered with an error frame."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class NotificationConsumer(AsyncWebsocketConsumer):
+    """One open tab or device of one user."""
+
+    # A tab sends a ping every ~30 s and a mark_read per click: 5/s sustained is far above
+    # that, and 1,000 frames a minute (TESTPLAN row 9) is far above 5/s.
+    frames_burst, frames_per_second = 60, 5.0
+    # A handful of bad frames is a bug in a client, not abuse: allow 20, then one per 3 s.
+    bad_frames_burst, bad_frames_per_second = 20, 1 / 3
+
+    async def connect(self) -> None:
+        principal = self.scope.get("principal")
+        if principal is None:
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = principal.user
+        self.frames = TokenBucket(burst=self.frames_burst, per_second=self.frames_per_second)
+        self.bad_frames = TokenBucket(burst=self.bad_frames_burst, per_second=self.bad_frames_per_second)
+        # Join before reading the inbox, so nothing committed in between falls through.
+        self.groups = [user_group(self.user.pk), principal.credential_group]
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        state = await database_sync_to_async(inbox_state)(user_id=self.user.pk)
+        self.cursor = state.last_seq
+        await self.send_frame(
+            {"type": "hello", "user": self.user.get_username(), "unread": state.unread, "last_seq": state.last_seq}
+        )
+
+    # --- client frames ---------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not hasattr(self, "user"):
+            return  # an unauthenticated socket, already closing
+        if _too_large(text_data, bytes_data):
+            await self.close(code=CLOSE_TOO_LARGE)
+            return
+        if not self.frames.take():
+            logger.warning("closing socket of user %s: too many frames", self.user.pk)
+            await self.close(code=CLOSE_ABUSE)
+            return
+        try:
+            if bytes_data is not None:
+                raise FrameError("unsupported_frame", "binary frames are not supported; send JSON text")
+            await self.handle_frame(_parse(text_data or ""))
+        except FrameError as error:
+            if not self.bad_frames.take():
+                logger.warning("closing socket of user %s: too many bad frames", self.user.pk)
+                await self.close(code=CLOSE_ABUSE)
+                return
+            await self.send_frame({"type": "error", "code": error.code, "detail": error.detail})
+
+    async def handle_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == "ping":
+            await self.send_frame({"type": "pong"})
+        elif kind == "resume":
+            await self.resume(_cursor(frame.get("after_seq")))
+        elif kind == "mark_read":
+            await self.mark_read(_ids(frame.get("ids")))
+        elif kind == "mark_all_read":
+            await database_sync_to_async(notifications_mark_all_read)(user=self.user)
+        else:
+            raise FrameError("unknown_type", f"unknown frame type {kind!r}")
+
+    async def resume(self, after_seq: int) -> None:
+        resumable = await database_sync_to_async(cursor_is_resumable)(user_id=self.user.pk, after_seq=after_seq)
+        if not resumable:
+            await self.send_frame({"type": "resync", "last_seq": self.cursor})
+            return
+        count = await self.send_stored_after(after_seq)
+        await self.send_frame({"type": "resumed", "count": count})
+
+    async def mark_read(self, ids: list[int]) -> None:
+        owned = await database_sync_to_async(notification_ids_of_user)(user_id=self.user.pk, ids=ids)
+        if owned:
+            # Every tab, this one included, hears of it through the group's "read" frame.
+            await database_sync_to_async(notifications_mark_read)(user=self.user, ids=owned)
+        if len(owned) < len(set(ids)):
+            raise FrameError("not_found", f"{len(set(ids)) - len(owned)} of those ids are not yours or do not exist")
+
+    # --- doorbells from the channel layer -------------------------------------------------
+
+    async def notification_created(self, message: dict[str, Any]) -> None:
+        seq = message["seq"]
+        if seq <= self.cursor:
+            return  # already sent, by a replay or an earlier ring of the same notification
+        if seq == self.cursor + 1:
+            await self.send_notification(message["notification"], unread=message["unread"])
+            self.cursor = seq
+            return
+        await self.send_stored_after(self.cursor)  # a ring went missing: fill from the database
+
+    async def notifications_read(self, message: dict[str, Any]) -> None:
+        await self.send_frame({"type": "read", "ids": message["ids"], "unread": message["unread"]})
+
+    async def credential_revoked(self, message: dict[str, Any]) -> None:
+        await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def send_stored_after(self, after_seq: int) -> int:
+        """Send every stored notification after `after_seq`, oldest first; returns how many."""
+        sent = 0
+        unread = (await database_sync_to_async(inbox_state)(user_id=self.user.pk)).unread
+        while True:
+            page = await database_sync_to_async(notifications_after_seq)(
+                user_id=self.user.pk, after_seq=after_seq, limit=PAGE_MAX
+            )
+            for notification in page:
+                await self.send_notification(notification_payload(notification), unread=unread)
+                after_seq = notification.seq
+            sent += len(page)
+            self.cursor = max(self.cursor, after_seq)
+            if len(page) < PAGE_MAX:
+                return sent
+
+    async def send_notification(self, notification: dict[str, Any], *, unread: int) -> None:
+        await self.send_frame({"type": "notification", "notification": notification, "unread": unread})
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+
+def _too_large(text_data: str | None, bytes_data: bytes | None) -> bool:
+    if bytes_data is not None:
+        return len(bytes_data) > FRAME_MAX_BYTES
+    text = text_data or ""
+    # A character is 1 to 4 bytes in UTF-8: encode only when the answer is in doubt.
+    if len(text) * 4 <= FRAME_MAX_BYTES:
+        return False
+    return len(text.encode("utf-8", errors="surrogatepass")) > FRAME_MAX_BYTES
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise FrameError("invalid_json", "frames must be JSON objects") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise FrameError("invalid_frame", 'frames must be JSON objects with a string "type"')
+    return frame
+
+
+def _cursor(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FrameError("invalid_cursor", "after_seq must be a whole number >= 0")
+    return value
+
+
+def _ids(value: Any) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(item, int) and not isinstance(item, bool) and 0 < item < ID_LIMIT for item in value)
+    ):
+        raise FrameError("invalid_ids", "ids must be a non-empty list of notification ids")
+    if len(value) > MARK_READ_MAX:
+        raise FrameError("invalid_ids", f"at most {MARK_READ_MAX} ids per mark_read")
+    return value

@@ -1,0 +1,1 @@
+"""A sample domain: direct messages between users, each one turning into an event."""

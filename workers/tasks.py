@@ -1,0 +1,43 @@
+"""Celery tasks. Thin: take ids, call a service, declare the retry policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from delivery.doorbell import LayerUnavailable
+from delivery.fanout import event_deliver, event_give_up
+from events.relay import events_redrive
+
+# Faults that pass: the database or Redis is restarting. Anything else (a renderer bug,
+# an unknown type) fails the same way every time, so it is dead-lettered at once.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, LayerUnavailable, RedisConnectionError, RedisTimeoutError)
+
+
+class DeliverEventTask(Task):
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        event_id = args[0] if args else kwargs["event_id"]
+        event_give_up(event_id=event_id, error=f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(
+    base=DeliverEventTask,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=8,
+)
+def deliver_event_task(event_id: int) -> None:
+    event_deliver(event_id=event_id)
+
+
+@shared_task(ignore_result=True)
+def relay_pending_events_task() -> int:
+    return len(events_redrive(grace_s=settings.EVENTS_RELAY_GRACE_S))
