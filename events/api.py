@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from events.emit import IDEMPOTENCY_KEY_MAX, emit
+from events.emitting import IDEMPOTENCY_KEY_MAX, emit
 from events.registry import InvalidEventData, UnknownEventType, get_event_type
 
 RECIPIENTS_MAX = 10_000

@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
 
-from events.emit import emit
+from events.emitting import emit
 
 USER_AGENT_MAX = 512
 

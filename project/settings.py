@@ -106,8 +106,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
-# Serve app static files straight from the apps, so no collectstatic step is needed.
+# Set DJANGO_STATIC_ROOT to collect static files there; without it WhiteNoise serves
+# them straight from the apps, so no collectstatic step is needed.
+STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default="") or None
 WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "/accounts/login/"

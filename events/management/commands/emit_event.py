@@ -6,7 +6,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.emit import emit
+from events.emitting import emit
 from events.handoff import hand_off
 from events.registry import InvalidEventData, UnknownEventType
 

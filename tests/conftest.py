@@ -1,0 +1,94 @@
+"""Shared fixtures: users, the hand-off recorder, and the live stack of real processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connection
+
+from events.handoff import hand_off
+from tests.live import LiveStack, database_url
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(autouse=True)
+def published_events(request: pytest.FixtureRequest) -> Iterator[list[int]]:
+    """The event ids the on-commit hand-off published. Unit tests record instead of
+    publishing; tests marked `live` publish to the real broker for the real worker."""
+    if request.node.get_closest_marker("live"):
+        yield []
+        return
+    recorded: list[int] = []
+    real_publish = hand_off.publish
+    hand_off.publish = recorded.append
+    try:
+        yield recorded
+    finally:
+        hand_off.flush(timeout=5)
+        hand_off.publish = real_publish
+
+
+@pytest.fixture
+def make_user(db: None) -> object:
+    def make(username: str, **fields: object) -> AbstractBaseUser:
+        return get_user_model().objects.create_user(username=username, password=PASSWORD, **fields)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user) -> AbstractBaseUser:  # type: ignore[no-untyped-def]
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user) -> AbstractBaseUser:  # type: ignore[no-untyped-def]
+    return make_user("bob")
+
+
+@pytest.fixture(scope="session")
+def live_env(django_db_setup: None, django_db_blocker, tmp_path_factory) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The environment of the processes a live test starts: the test database, our Redis."""
+    with django_db_blocker.unblock():
+        url = database_url(connection.settings_dict)
+    return dict(os.environ, DATABASE_URL=url, PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
+
+
+@pytest.fixture(scope="session")
+def live_stack(live_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    """daphne and one Celery worker for the whole session (use with `transactional_db`)."""
+    stack = LiveStack(env=live_env, workdir=Path(tmp_path_factory.mktemp("live")))
+    try:
+        stack.start_web()
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture
+def private_stack(live_env: dict[str, str], tmp_path: Path) -> Iterator[LiveStack]:
+    """A stack of this test's own, for tests that kill or restart its processes."""
+    stack = LiveStack(env=live_env, workdir=tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """On a failed live test, attach the processes' logs to the report."""
+    report = yield
+    if report.failed:
+        for name in ("live_stack", "private_stack"):
+            stack = getattr(item, "funcargs", {}).get(name)
+            if isinstance(stack, LiveStack):
+                report.sections.append((f"{name} logs", stack.logs()))
+    return report
