@@ -78,6 +78,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     frames_burst, frames_per_second = 60, 5.0
     # A handful of bad frames is a bug in a client, not abuse: allow 20, then one per 3 s.
     bad_frames_burst, bad_frames_per_second = 20, 1 / 3
+    closing = False
 
     async def connect(self) -> None:
         principal = self.scope.get("principal")
@@ -102,8 +103,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     # --- client frames ---------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not hasattr(self, "user"):
-            return  # an unauthenticated socket, already closing
+        if self.closing:
+            return
         if _too_large(text_data, bytes_data):
             await self.close(code=CLOSE_TOO_LARGE)
             return
@@ -155,7 +156,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def notification_created(self, message: dict[str, Any]) -> None:
         seq = message["seq"]
-        if seq <= self.cursor:
+        if self.closing or seq <= self.cursor:
             return  # already sent, by a replay or an earlier ring of the same notification
         if seq == self.cursor + 1:
             await self.send_notification(message["notification"], unread=message["unread"])
@@ -191,7 +192,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await self.send_frame({"type": "notification", "notification": notification, "unread": unread})
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
+        if self.closing:
+            return  # doorbells can still arrive between our close and the disconnect
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.closing = True
+        await super().close(code=code, reason=reason)
 
 
 def _too_large(text_data: str | None, bytes_data: bytes | None) -> bool:
