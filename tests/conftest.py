@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
 
 from events.handoff import hand_off
+from events.models import Event
 from tests.live import LiveStack, database_url
 
 PASSWORD = "correct-horse-battery"
@@ -61,8 +63,10 @@ def live_env(django_db_setup: None, django_db_blocker, tmp_path_factory) -> dict
 
 
 @pytest.fixture(scope="session")
-def live_stack(live_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    """daphne and one Celery worker for the whole session (use with `transactional_db`)."""
+def live_processes(
+    live_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, django_db_blocker
+) -> Iterator[LiveStack]:
+    """daphne and one Celery worker, started once for the whole session."""
     stack = LiveStack(env=live_env, workdir=Path(tmp_path_factory.mktemp("live")))
     try:
         stack.start_web()
@@ -70,6 +74,41 @@ def live_stack(live_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         yield stack
     finally:
         stack.stop_all()
+        with django_db_blocker.unblock():
+            wait_for_other_sessions_to_leave()
+
+
+def wait_for_other_sessions_to_leave(timeout: float = 10.0) -> None:
+    """PostgreSQL will not drop the test database while a killed process's backend lingers."""
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def live_stack(live_processes: LiveStack, transactional_db: None) -> Iterator[LiveStack]:
+    """The session's daphne and worker, on a test database that is emptied after the test.
+
+    Before it is emptied, the worker must have finished this test's events: a delivery
+    still in flight would deadlock with the flush, or land in the next test."""
+    yield live_processes
+    wait_until_delivered()
+
+
+def wait_until_delivered(timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while Event.objects.filter(status=Event.Status.PENDING).exists():
+        if time.monotonic() > deadline:
+            raise AssertionError("events still pending after the test: " + repr(list(Event.objects.values())))
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -87,7 +126,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     """On a failed live test, attach the processes' logs to the report."""
     report = yield
     if report.failed:
-        for name in ("live_stack", "private_stack"):
+        for name in ("live_processes", "private_stack"):
             stack = getattr(item, "funcargs", {}).get(name)
             if isinstance(stack, LiveStack):
                 report.sections.append((f"{name} logs", stack.logs()))

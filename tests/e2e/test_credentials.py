@@ -17,7 +17,7 @@ from tests.conftest import PASSWORD
 from tests.live import ROOT, LiveStack
 from tests.tabs import Tab
 
-pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.live
 
 
 def session_tab(stack: LiveStack, session: BrowserSession) -> Tab:

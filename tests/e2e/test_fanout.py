@@ -14,7 +14,7 @@ from events import emit
 from tests.live import ROOT, LiveStack
 from tests.tabs import Tab
 
-pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.live
 
 
 def bearer(token: str) -> dict[str, str]:
