@@ -63,9 +63,7 @@ def live_env(django_db_setup: None, django_db_blocker, tmp_path_factory) -> dict
 
 
 @pytest.fixture(scope="session")
-def live_processes(
-    live_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, django_db_blocker
-) -> Iterator[LiveStack]:
+def live_processes(live_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     """daphne and one Celery worker, started once for the whole session."""
     stack = LiveStack(env=live_env, workdir=Path(tmp_path_factory.mktemp("live")))
     try:
@@ -74,23 +72,6 @@ def live_processes(
         yield stack
     finally:
         stack.stop_all()
-        with django_db_blocker.unblock():
-            wait_for_other_sessions_to_leave()
-
-
-def wait_for_other_sessions_to_leave(timeout: float = 10.0) -> None:
-    """PostgreSQL will not drop the test database while a killed process's backend lingers."""
-    if connection.vendor != "postgresql":
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0] == 0:
-                return
-        time.sleep(0.1)
 
 
 @pytest.fixture

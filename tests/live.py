@@ -164,3 +164,19 @@ class LiveStack:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{process.name} not ready after {START_TIMEOUT_S}s:\n{process.log()[-4000:]}")
             time.sleep(0.1)
+
+
+async def in_db_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ORM code from a live test's event loop, closing the thread's connection after:
+    PostgreSQL will not drop the test database while a pooled thread still holds one."""
+    import asyncio
+
+    from django.db import connections
+
+    def run() -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(run)

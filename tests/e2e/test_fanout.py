@@ -11,7 +11,7 @@ import pytest
 from delivery.credentials import token_issue
 from delivery.models import Notification
 from events import emit
-from tests.live import ROOT, LiveStack
+from tests.live import ROOT, LiveStack, in_db_thread
 from tests.tabs import Tab
 
 pytestmark = pytest.mark.live
@@ -30,7 +30,7 @@ def test_an_event_reaches_every_tab_of_its_user_and_no_one_else(live_stack: Live
         for tab in [*alice_tabs, bob_tab]:
             (hello,) = await tab.wait_for("hello")
             assert hello["last_seq"] == 0
-        await asyncio.to_thread(emit, "notice", recipients=[alice], data={"title": "Deploy finished"})
+        await in_db_thread(emit, "notice", recipients=[alice], data={"title": "Deploy finished"})
         for tab in alice_tabs:
             await tab.wait_for("notification")
         # Bob's socket is alive and answers, and nothing of alice's came before the pong.
@@ -60,7 +60,7 @@ def test_seq_counts_up_per_user_across_events(live_stack: LiveStack, alice, bob)
         tab = await Tab(live_stack.ws_url, bearer(token)).open()
         await tab.wait_for("hello")
         for number in range(1, 6):
-            await asyncio.to_thread(emit, "notice", recipients=[alice, bob], data={"title": f"n{number}"})
+            await in_db_thread(emit, "notice", recipients=[alice, bob], data={"title": f"n{number}"})
         await tab.wait_for("notification", count=5)
         await tab.close()
         return tab
@@ -84,7 +84,7 @@ def test_a_tab_left_idle_longer_than_redis_socket_timeouts_still_receives(live_s
         tab = await Tab(live_stack.ws_url, bearer(token)).open()
         await tab.wait_for("hello")
         await asyncio.sleep(8)
-        await asyncio.to_thread(emit, "notice", recipients=[alice], data={"title": "after a nap"})
+        await in_db_thread(emit, "notice", recipients=[alice], data={"title": "after a nap"})
         await tab.wait_for("notification")
         await tab.close()
         return tab
