@@ -12,8 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from delivery.credentials import TICKET_TTL, ticket_issue
-from delivery.groups import session_group, token_group
+from delivery.credentials import TICKET_TTL, Credential, ticket_issue
 from delivery.payloads import notification_payload
 from delivery.selectors import (
     PAGE_MAX,
@@ -92,10 +91,10 @@ def notification_read_all(request: Request) -> Response:
 def ws_ticket(request: Request) -> Response:
     """A 60-second, single-use ticket for `?ticket=` on a socket from another origin."""
     if isinstance(request.auth, AuthToken):
-        credential_group = token_group(request.auth.digest)
+        credential = Credential(kind="token", ref=request.auth.digest)
     else:
-        credential_group = session_group(request.session.session_key)
-    ticket = ticket_issue(user=request.user, credential_group=credential_group)
+        credential = Credential(kind="session", ref=request.session.session_key)
+    ticket = ticket_issue(user=request.user, credential=credential)
     return Response({"ticket": ticket, "expires_in": int(TICKET_TTL.total_seconds())}, status=status.HTTP_201_CREATED)
 
 

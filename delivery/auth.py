@@ -22,8 +22,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http.request import validate_host
 
-from delivery.credentials import ticket_redeem, token_authenticate
-from delivery.groups import session_group, token_group
+from delivery.credentials import Credential, ticket_redeem, token_authenticate
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +31,11 @@ ASGIApp = Any
 
 @dataclass(frozen=True)
 class Principal:
-    """Who opened the socket, and the group that closes it when its credential ends."""
+    """Who opened the socket, and with what."""
 
     user: AbstractBaseUser
-    credential: str  # "session", "token" or "ticket"
-    credential_group: str
+    credential: Credential
+    via: str  # "session", "token" or "ticket", for logs
 
 
 def origin_allowed(origin: str | None) -> bool:
@@ -88,15 +87,16 @@ async def _principal(scope: dict[str, Any]) -> Principal | None:
         found = await database_sync_to_async(token_authenticate)(token.strip())
         if found is None:
             return None
-        user, digest = found
-        return Principal(user=user, credential="token", credential_group=token_group(digest))
+        user, credential = found
+        return Principal(user=user, credential=credential, via="token")
 
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if "ticket" in query:
         ticket = await database_sync_to_async(ticket_redeem)(query["ticket"][0])
         if ticket is None:
             return None
-        return Principal(user=ticket.user, credential="ticket", credential_group=ticket.credential_group)
+        credential = Credential(kind=ticket.credential_kind, ref=ticket.credential_ref)  # type: ignore[arg-type]
+        return Principal(user=ticket.user, credential=credential, via="ticket")
 
     session = scope.get("session")
     if session is None or not session.session_key:
@@ -104,7 +104,7 @@ async def _principal(scope: dict[str, Any]) -> Principal | None:
     user = await get_user(scope)
     if not user.is_authenticated:
         return None
-    return Principal(user=user, credential="session", credential_group=session_group(session.session_key))
+    return Principal(user=user, credential=Credential(kind="session", ref=session.session_key), via="session")
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

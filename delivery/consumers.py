@@ -7,17 +7,27 @@ notification, never drop it, double it or send it out of order.
 
 Channels runs one handler at a time per consumer, so a doorbell that arrives during a
 replay waits until the replay is done, and is then skipped if the replay already sent it.
+
+Every WS_RECONCILE_INTERVAL_S (with jitter) each socket also reconciles on its own: it
+checks that its credential still holds, joins its groups again (a Redis restart forgets
+them), and sends anything stored past its cursor. Whatever loses a doorbell or a logout
+ring, the cost is bounded by that interval.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from delivery.groups import user_group
 from delivery.payloads import notification_payload
@@ -79,6 +89,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     # A handful of bad frames is a bug in a client, not abuse: allow 20, then one per 3 s.
     bad_frames_burst, bad_frames_per_second = 20, 1 / 3
     closing = False
+    reconciler: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         principal = self.scope.get("principal")
@@ -87,10 +98,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.user = principal.user
+        self.credential = principal.credential
+        # Guards the cursor and the order of sends between the handlers and the reconciler.
+        self.sending = asyncio.Lock()
         self.frames = TokenBucket(burst=self.frames_burst, per_second=self.frames_per_second)
         self.bad_frames = TokenBucket(burst=self.bad_frames_burst, per_second=self.bad_frames_per_second)
         # Join before reading the inbox, so nothing committed in between falls through.
-        self.groups = [user_group(self.user.pk), principal.credential_group]
+        self.groups = [user_group(self.user.pk), principal.credential.group]
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -99,6 +113,32 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await self.send_frame(
             {"type": "hello", "user": self.user.get_username(), "unread": state.unread, "last_seq": state.last_seq}
         )
+        self.reconciler = asyncio.create_task(self.reconcile_forever())
+
+    async def disconnect(self, code: int) -> None:
+        if self.reconciler is not None:
+            self.reconciler.cancel()
+
+    async def reconcile_forever(self) -> None:
+        interval = settings.WS_RECONCILE_INTERVAL_S
+        while not self.closing:
+            await asyncio.sleep(interval * random.uniform(0.75, 1.25))  # noqa: S311 (jitter, not crypto)
+            try:
+                await self.reconcile()
+            except (TimeoutError, DatabaseError, RedisError, OSError) as exc:
+                logger.warning("reconcile of a socket of user %s failed, retrying later: %r", self.user.pk, exc)
+
+    async def reconcile(self) -> None:
+        """Close if the credential ended; rejoin the groups; send what the cursor missed."""
+        if not await database_sync_to_async(self.credential.is_valid_for)(self.user.pk):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        async with self.sending:
+            last_seq = (await database_sync_to_async(inbox_state)(user_id=self.user.pk)).last_seq
+            if last_seq > self.cursor:
+                await self.send_stored_after(self.cursor)
 
     # --- client frames ---------------------------------------------------------------------
 
@@ -141,8 +181,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if not resumable:
             await self.send_frame({"type": "resync", "last_seq": self.cursor})
             return
-        count = await self.send_stored_after(after_seq)
-        await self.send_frame({"type": "resumed", "count": count})
+        async with self.sending:
+            count = await self.send_stored_after(after_seq)
+            await self.send_frame({"type": "resumed", "count": count})
 
     async def mark_read(self, ids: list[int]) -> None:
         owned = await database_sync_to_async(notification_ids_of_user)(user_id=self.user.pk, ids=ids)
@@ -155,14 +196,15 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     # --- doorbells from the channel layer -------------------------------------------------
 
     async def notification_created(self, message: dict[str, Any]) -> None:
-        seq = message["seq"]
-        if self.closing or seq <= self.cursor:
-            return  # already sent, by a replay or an earlier ring of the same notification
-        if seq == self.cursor + 1:
-            await self.send_notification(message["notification"], unread=message["unread"])
-            self.cursor = seq
-            return
-        await self.send_stored_after(self.cursor)  # a ring went missing: fill from the database
+        async with self.sending:
+            seq = message["seq"]
+            if self.closing or seq <= self.cursor:
+                return  # already sent, by a replay or an earlier ring of the same notification
+            if seq == self.cursor + 1:
+                await self.send_notification(message["notification"], unread=message["unread"])
+                self.cursor = seq
+                return
+            await self.send_stored_after(self.cursor)  # a ring went missing: fill from the database
 
     async def notifications_read(self, message: dict[str, Any]) -> None:
         await self.send_frame({"type": "read", "ids": message["ids"], "unread": message["unread"]})

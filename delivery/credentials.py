@@ -5,16 +5,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
+from importlib import import_module
+from typing import Literal
 
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Q
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from knox.auth import TokenAuthentication
 from knox.models import AuthToken
 from rest_framework.exceptions import AuthenticationFailed
 
 from delivery.doorbell import doorbell
-from delivery.groups import token_group
+from delivery.groups import session_group, token_group
 from delivery.models import SocketTicket
 from delivery.payloads import CREDENTIAL_REVOKED_MESSAGE
 
@@ -23,20 +30,55 @@ logger = logging.getLogger(__name__)
 TICKET_TTL = timedelta(seconds=60)
 
 
+@dataclass(frozen=True)
+class Credential:
+    """What a socket was opened with: a login session or an API token.
+
+    `ref` is the session key or the token's digest. It stays in the process (and in a
+    ticket's row); only its hash, in `group`, ever reaches Redis.
+    """
+
+    kind: Literal["session", "token"]
+    ref: str
+
+    @property
+    def group(self) -> str:
+        """The group that closes this credential's sockets when it ends."""
+        return session_group(self.ref) if self.kind == "session" else token_group(self.ref)
+
+    def is_valid_for(self, user_id: int) -> bool:
+        """Whether the credential still authenticates this (active) user: not logged out,
+        not revoked, not expired, and (for sessions) the password was not changed since."""
+        if self.kind == "token":
+            return AuthToken.objects.filter(
+                Q(expiry__isnull=True) | Q(expiry__gt=timezone.now()),
+                digest=self.ref,
+                user_id=user_id,
+                user__is_active=True,
+            ).exists()
+        session = import_module(settings.SESSION_ENGINE).SessionStore(self.ref).load()
+        if str(session.get(SESSION_KEY)) != str(user_id):
+            return False
+        user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+        return user is not None and constant_time_compare(
+            session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+        )
+
+
 def token_issue(*, user: AbstractBaseUser) -> str:
     """A new API token for the user; only its hash is stored, so this is the one chance to see it."""
     _, token = AuthToken.objects.create(user=user)
     return token
 
 
-def token_authenticate(token: str) -> tuple[AbstractBaseUser, str] | None:
-    """The token's user and the token's stored digest, or None for a bad, expired or
-    revoked token, or an inactive user."""
+def token_authenticate(token: str) -> tuple[AbstractBaseUser, Credential] | None:
+    """The token's user and credential, or None for a bad, expired or revoked token, or an
+    inactive user."""
     try:
         user, auth_token = TokenAuthentication().authenticate_credentials(token.encode())
     except (AuthenticationFailed, UnicodeError):
         return None
-    return user, auth_token.digest
+    return user, Credential(kind="token", ref=auth_token.digest)
 
 
 def tokens_revoke(*, user: AbstractBaseUser) -> int:
@@ -48,13 +90,15 @@ def tokens_revoke(*, user: AbstractBaseUser) -> int:
     return len(digests)
 
 
-def ticket_issue(*, user: AbstractBaseUser, credential_group: str) -> str:
-    """A 60-second, single-use socket ticket, tied to the credential that asked for it."""
+def ticket_issue(*, user: AbstractBaseUser, credential: Credential) -> str:
+    """A 60-second, single-use socket ticket, tied to the credential that asked for it: the
+    socket it opens lives only as long as that credential does."""
     ticket = secrets.token_urlsafe(32)
     SocketTicket.objects.create(
         digest=_digest(ticket),
         user=user,
-        credential_group=credential_group,
+        credential_kind=credential.kind,
+        credential_ref=credential.ref,
         expires_at=timezone.now() + TICKET_TTL,
     )
     return ticket
@@ -69,7 +113,10 @@ def ticket_redeem(ticket: str) -> SocketTicket | None:
     ).update(used_at=now)
     if not claimed:
         return None
-    return SocketTicket.objects.select_related("user").get(digest=digest)
+    redeemed = SocketTicket.objects.select_related("user").get(digest=digest)
+    # A ticket is worth no more than the credential that asked for it (logged out since?).
+    credential = Credential(kind=redeemed.credential_kind, ref=redeemed.credential_ref)  # type: ignore[arg-type]
+    return redeemed if credential.is_valid_for(redeemed.user_id) else None
 
 
 def tickets_purge_expired() -> int:

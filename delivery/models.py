@@ -61,9 +61,10 @@ class SocketTicket(models.Model):
 
     digest = models.CharField(max_length=64, unique=True)  # sha256 of the ticket; never the ticket
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    # The group of the credential that asked for it, so logging out (or revoking the
-    # token) also closes the sockets opened with its tickets.
-    credential_group = models.CharField(max_length=100)
+    # The credential that asked for it (a session key or a token digest): a socket opened
+    # with the ticket closes when that credential ends.
+    credential_kind = models.CharField(max_length=16)
+    credential_ref = models.CharField(max_length=128)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
 

@@ -59,7 +59,8 @@ def live_env(django_db_setup: None, django_db_blocker, tmp_path_factory) -> dict
     """The environment of the processes a live test starts: the test database, our Redis."""
     with django_db_blocker.unblock():
         url = database_url(connection.settings_dict)
-    return dict(os.environ, DATABASE_URL=url, PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
+    # Sockets reconcile every 2 s here, so tests of what reconciling repairs stay short.
+    return dict(os.environ, DATABASE_URL=url, PYTHONUNBUFFERED="1", LOG_LEVEL="INFO", WS_RECONCILE_INTERVAL_S="2")
 
 
 @pytest.fixture(scope="session")
