@@ -218,6 +218,10 @@ EVENTS_RELAY_GRACE_S = env.float("EVENTS_RELAY_GRACE_S", default=30.0)
 # Attempts (including runs killed mid-way) before an event is dead-lettered.
 EVENTS_MAX_ATTEMPTS = env.int("EVENTS_MAX_ATTEMPTS", default=8)
 
+# Extra modules that register event types when Django starts (apps register their own in
+# AppConfig.ready()); the fault tests add their poison types this way.
+EVENT_TYPE_MODULES = env.list("EVENT_TYPE_MODULES", default=[])
+
 # How often each open socket re-checks its credential, rejoins its groups and fills any gap
 # from the database: the most a lost doorbell or logout ring can cost.
 WS_RECONCILE_INTERVAL_S = env.float("WS_RECONCILE_INTERVAL_S", default=30.0)

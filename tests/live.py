@@ -64,6 +64,15 @@ class ManagedProcess:
         self.signal(signal.SIGKILL)
         self.popen.wait(10)
 
+    def kill_children(self) -> list[int]:
+        """SIGKILL the process's children (a Celery pool's workers), not the process."""
+        children = subprocess.run(
+            ["pgrep", "-P", str(self.popen.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        return [int(pid) for pid in children]
+
     def stop(self, timeout: float = 10.0) -> None:
         self.signal(signal.SIGTERM)
         try:

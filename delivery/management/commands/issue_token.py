@@ -14,6 +14,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
         parser.add_argument("--create", action="store_true", help="create the user if missing")
+        parser.add_argument(
+            "--staff", action="store_true", help="with --create: a staff user, whose tokens may POST /api/events/"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         users = get_user_model().objects
@@ -21,5 +24,5 @@ class Command(BaseCommand):
         if user is None:
             if not options["create"]:
                 raise CommandError(f"unknown user {options['username']!r} (add --create to create it)")
-            user = users.create_user(username=options["username"])
+            user = users.create_user(username=options["username"], is_staff=options["staff"])
         self.stdout.write(token_issue(user=user))

@@ -1,0 +1,20 @@
+"""Event types that misbehave, loaded into the fault stack's processes via EVENT_TYPE_MODULES."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from events.registry import Rendered, event_type
+
+
+@event_type("test.poison")
+def render_poison(event: Any, user: Any) -> Rendered:
+    """A renderer with a bug: it raises every time."""
+    raise RuntimeError("this renderer always fails")
+
+
+@event_type("test.crash")
+def render_crash(event: Any, user: Any) -> Rendered:
+    """A renderer that kills the worker process running it, every time."""
+    os._exit(1)

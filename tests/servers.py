@@ -1,0 +1,144 @@
+"""Servers of a test's own (Redis, PostgreSQL) that it may stop, kill and restart.
+
+The machine's shared services are never touched: every server here runs on a free port
+in a temporary folder and is gone when the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from devtools.with_redis import redis_answers, redis_server_binary
+from tests.live import free_port
+
+START_TIMEOUT_S = 20.0
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server without persistence: a restart forgets every key, group and queue."""
+
+    workdir: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def broker_url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/1"
+
+    def start(self) -> PrivateRedis:
+        self.port = self.port or free_port()
+        log = (self.workdir / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not redis_answers(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+        return self
+
+    def shutdown_nosave(self) -> None:
+        """What a crash of a Redis without persistence looks like: everything in it is gone."""
+        client = redis.Redis.from_url(self.url)
+        with contextlib.suppress(redis.ConnectionError, redis.ResponseError):
+            client.shutdown(nosave=True)  # the connection dies with the server
+        if self.process is not None:
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def postgres_bin() -> Path | None:
+    """The newest installed PostgreSQL's bin folder (Debian layout), or None."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+@dataclass
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster; run as the `postgres` user (it refuses to run as root)."""
+
+    workdir: Path
+    port: int = 0
+
+    @property
+    def datadir(self) -> Path:
+        return self.workdir / "pgdata"
+
+    def url(self, database: str = "notify") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def init(self) -> PrivatePostgres:
+        bin_dir = postgres_bin()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL server binaries are not installed")
+        self.bin = bin_dir
+        self.port = self.port or free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.workdir, "postgres")
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.datadir), "-U", "postgres", "-A", "trust")
+        return self
+
+    def start(self) -> None:
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.workdir / "postgres.log"),
+            "-o",
+            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-w",
+            "start",
+        )
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would (no checkpoint, clients cut off)."""
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+
+    def stop(self) -> None:
+        if (self.datadir / "postmaster.pid").exists():
+            self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def create_database(self, name: str) -> None:
+        self._as_postgres(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), name)
+
+    def _as_postgres(self, *command: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *command], check=True, capture_output=True, cwd=self.workdir, timeout=60)
