@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from events.registry import Rendered, event_type
 
@@ -20,8 +21,10 @@ def _only_the_addressee(event: Event, user: AbstractBaseUser) -> bool:
 @event_type("message.received", may_receive=_only_the_addressee)
 def render_message_received(event: Event, user: AbstractBaseUser) -> Rendered:
     """Someone sent the user a direct message."""
+    sender = event.data.get("from", "")
     return Rendered(
-        title=f"New message from {event.data.get('from', 'someone')}",
+        title=f"New message from {sender or 'someone'}",
         body=event.data.get("excerpt", ""),
-        url="/#messages",
+        # The sample domain has no conversation view: the link opens the reply form.
+        url=f"/?{urlencode({'reply_to': sender})}#message-form" if sender else "",
     )

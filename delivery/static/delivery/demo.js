@@ -264,6 +264,10 @@
     arm();
   }
 
+  // "Reply" links of message notifications open this page as /?reply_to=<sender>#message-form.
+  const replyTo = new URLSearchParams(window.location.search).get("reply_to");
+  if (replyTo && !els.to.value) els.to.value = replyTo;
+
   // --- the socket -----------------------------------------------------------------------------
 
   const client = new NotificationClient({

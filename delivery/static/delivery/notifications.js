@@ -13,6 +13,10 @@
  *     onError(code, detail) {},            // an error frame from the server
  *   }).start();
  *
+ * `url` is a string, or a function returning one (or a Promise of one) for every connection:
+ * a page on another origin fetches a fresh single-use ticket from POST /api/ws-ticket/ there
+ * and answers with ".../ws/notifications/?ticket=...".
+ *
  * The cursor is the highest seq delivered to the app with none missing below it. Frames
  * that arrive ahead of the cursor wait in `pending` until the gap is filled by a `resume`,
  * so a notification is never skipped, doubled or delivered out of order. The database is
@@ -119,7 +123,8 @@
       this.liveSince = 0;
       this.resuming = false; // a resume was sent and its `resumed` has not come back
       this.resumeFrom = null; // the cursor that resume was sent from
-      this.attempts = 0;
+      this.attempts = 0; // failures in a row, for the backoff
+      this.generation = 0; // one per connection attempt: a late answer from an old one is ignored
       this.stopped = true;
       this.hiddenSince = null;
       this.timers = { reconnect: null, ping: null, pong: null, hello: null };
@@ -162,7 +167,8 @@
       if (this.send({ type: "mark_read", ids: clean })) return Promise.resolve();
       return Promise.all(clean.map((id) => this.post("notifications/" + id + "/read/"))).then((answers) => {
         const done = answers.filter(Boolean);
-        if (done.length) this.applyRead(done.map((a) => a.id), done[done.length - 1].unread);
+        // The requests ran side by side: the smallest count is the one after all of them.
+        if (done.length) this.applyRead(done.map((a) => a.id), Math.min(...done.map((a) => a.unread)));
       });
     }
 
@@ -190,10 +196,30 @@
     open() {
       this.clearTimers();
       if (this.stopped) return;
+      const generation = ++this.generation;
       this.setStatus("connecting");
+      // Covers a URL that is slow to come (a ticket fetch) and a handshake that hangs.
+      this.timers.hello = setTimeout(() => (this.ws ? this.drop() : this.closed(1006)), this.options.helloTimeoutMs);
+      let url;
+      try {
+        url = typeof this.url === "function" ? this.url() : this.url;
+      } catch (error) {
+        url = Promise.reject(error);
+      }
+      Promise.resolve(url).then(
+        (resolved) => {
+          if (generation === this.generation && !this.stopped) this.connect(resolved);
+        },
+        () => {
+          if (generation === this.generation && !this.stopped) this.closed(1006);
+        },
+      );
+    }
+
+    connect(url) {
       let ws;
       try {
-        ws = new this.WebSocket(this.url);
+        ws = new this.WebSocket(url);
       } catch (_) {
         this.closed(1006);
         return;
@@ -207,7 +233,6 @@
         if (this.ws === ws) this.closed(event.code);
       };
       ws.onerror = noop; // a close event always follows
-      this.timers.hello = setTimeout(() => this.drop(), this.options.helloTimeoutMs);
     }
 
     /** Give up on a socket that stopped answering: close it and go on as if it had closed. */
@@ -224,6 +249,7 @@
     }
 
     closed(code) {
+      this.generation += 1; // a URL still on its way belongs to a finished attempt
       const wasHealthy = this.live && this.now() - this.liveSince >= this.options.healthyMs;
       this.ws = null;
       this.live = false;
@@ -238,15 +264,16 @@
       }
       if (wasHealthy) this.attempts = 0;
       this.setStatus("offline");
-      let attempt = this.attempts++;
-      if (CLOSE_SPREAD_OUT.has(code)) attempt = Math.max(attempt, SPREAD_OUT_ATTEMPT);
+      let step = this.attempts++;
+      if (CLOSE_SPREAD_OUT.has(code)) step = Math.max(step, SPREAD_OUT_ATTEMPT);
       // Full jitter: anywhere from 0 to the exponential ceiling, so a crowd spreads out.
-      const ceiling = Math.min(this.options.backoffCapMs, this.options.backoffBaseMs * 2 ** attempt);
+      const ceiling = Math.min(this.options.backoffCapMs, this.options.backoffBaseMs * 2 ** step);
       this.timers.reconnect = setTimeout(() => this.open(), Math.floor(this.random() * ceiling));
     }
 
     stop() {
       this.stopped = true;
+      this.generation += 1;
       this.clearTimers();
       if (root.removeEventListener) root.removeEventListener("online", this.onOnline);
       if (root.document && root.document.removeEventListener) {

@@ -1,0 +1,213 @@
+"""The demo page in Chromium against real daphne and Celery: tabs stay in step, server text stays inert."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connections
+
+from events import emit
+from tests.live import LiveStack
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+
+expect = sync_api.expect
+T = TypeVar("T")
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "correct-horse-battery"
+XSS = '<img src=x onerror="window.__xss=1">'
+# The pipeline runs through a real broker and worker on a shared machine: allow it time.
+expect.set_options(timeout=15_000)
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium. Start it only after the test's ORM work: Playwright's sync API
+    runs an event loop in this thread, and Django refuses ORM calls while one runs."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def in_a_thread(function: Callable[[], T]) -> T:
+    """Run ORM code while Playwright's loop holds this thread: in a thread of its own."""
+
+    def run() -> T:
+        try:
+            return function()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+def create_users(*usernames: str) -> None:
+    for username in usernames:
+        get_user_model().objects.create_user(username=username, password=PASSWORD)
+
+
+def watch_errors(page: Page) -> list[str]:
+    """Uncaught exceptions in the page's scripts, to assert there were none."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def log_in(page: Page, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/"))  # the demo page asks for a login first
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{base_url}/")
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
+
+
+def items(page: Page, text: str) -> Locator:
+    return page.get_by_test_id("notification-item").filter(has_text=text)
+
+
+def test_two_tabs_stay_in_step_and_server_text_stays_text(live_stack: LiveStack, transactional_db: None) -> None:
+    create_users("alice", "bob")
+    base = live_stack.http_url
+
+    with chromium() as browser:
+        alice_context, bob_context = browser.new_context(), browser.new_context()
+        tab1 = alice_context.new_page()
+        errors = watch_errors(tab1)
+        log_in(tab1, base, "alice")
+        tab2 = alice_context.new_page()  # the same session: a second tab, not a second login
+        errors += watch_errors(tab2)
+        tab2.goto(f"{base}/")
+        expect(tab2.get_by_test_id("status")).to_have_attribute("data-state", "live")
+        tabs = [tab1, tab2]
+        for tab in tabs:
+            expect(tab.get_by_test_id("user")).to_have_text("alice")
+
+        # Signing in is itself a notification (auth.new_sign_in); clear it to start from 0.
+        for tab in tabs:
+            expect(items(tab, "New sign-in")).to_have_count(1)
+            expect(tab.get_by_test_id("unread-count")).to_have_text("1")
+        tab1.get_by_test_id("mark-all-read").click()
+        for tab in tabs:
+            expect(tab.get_by_test_id("unread-count")).to_have_text("0")
+
+        bob = bob_context.new_page()
+        errors += watch_errors(bob)
+        log_in(bob, base, "bob")
+        bob.get_by_test_id("message-to").fill("alice")
+        bob.get_by_test_id("message-text").fill(f"hi alice {XSS}")
+        bob.get_by_test_id("message-send").click()
+        expect(bob.locator("#message-note")).to_have_text("Sent to alice.")
+
+        for tab in tabs:
+            message = items(tab, "New message from bob")
+            expect(message).to_have_count(1)
+            expect(message).to_contain_text(f"hi alice {XSS}")  # the markup, shown as text
+            expect(message).to_have_attribute("data-seq", "2")
+            expect(message).to_have_class(re.compile(r"\bis-unread\b"))
+            expect(tab.get_by_test_id("notification-item").first).to_have_attribute("data-seq", "2")  # newest first
+            expect(tab.get_by_test_id("toast").filter(has_text="New message from bob")).to_be_visible()
+            expect(tab.get_by_test_id("unread-count")).to_have_text("1")
+        expect(items(bob, "New message")).to_have_count(0)  # bob sent it; it is not his
+
+        items(tab1, "New message from bob").click()
+        for tab in tabs:
+            expect(tab.get_by_test_id("unread-count")).to_have_text("0")
+            expect(items(tab, "New message from bob")).not_to_have_class(re.compile(r"\bis-unread\b"))
+
+        for tab in tabs:
+            assert tab.locator("[data-testid=notification-list] img, [data-testid=toast] img").count() == 0
+            assert tab.evaluate("() => window.__xss") is None
+
+        # Logging out in one tab closes the other tab's socket (4401): it goes to the login page.
+        tab1.get_by_test_id("logout").click()
+        expect(tab1).to_have_url(re.compile(r"/accounts/login/"))
+        expect(tab2).to_have_url(re.compile(r"/accounts/login/"), timeout=5_000)
+        expect(bob.get_by_test_id("status")).to_have_attribute("data-state", "live")  # another session
+        assert errors == []
+
+
+def test_links_only_for_http_and_site_relative_urls(live_stack: LiveStack, transactional_db: None) -> None:
+    create_users("alice")
+    alice = get_user_model().objects.get(username="alice")
+    urls = {
+        "script url": "javascript:window.__xss=1",
+        "data url": "data:text/html,<script>window.__xss=1</script>",
+        "protocol-relative url": "//evil.example/phish",
+        "backslash url": "/\\evil.example/phish",
+        "site url": "/#messages",
+        "web url": "https://example.com/docs?a=1",
+    }
+    for title, url in urls.items():
+        emit("notice", recipients=[alice], data={"title": title, "url": url})
+
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        errors = watch_errors(page)
+        log_in(page, live_stack.http_url, "alice")
+        for title in urls:
+            expect(items(page, title)).to_have_count(1)
+        for title in ("script url", "data url", "protocol-relative url", "backslash url"):
+            expect(items(page, title).locator("a")).to_have_count(0)
+        expect(items(page, "site url").locator("a")).to_have_attribute("href", "/#messages")
+        expect(items(page, "web url").locator("a")).to_have_attribute("href", "https://example.com/docs?a=1")
+        assert page.evaluate("() => window.__xss") is None
+        assert errors == []
+
+
+def test_a_tab_resumes_after_the_web_process_dies_and_misses_nothing(
+    private_stack: LiveStack, transactional_db: None
+) -> None:
+    create_users("alice")
+    alice = get_user_model().objects.get(username="alice")
+    web = private_stack.start_web()
+    private_stack.start_worker()
+
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        errors = watch_errors(page)
+        log_in(page, private_stack.http_url, "alice")
+        expect(items(page, "New sign-in")).to_have_count(1)
+
+        web.kill()
+        expect(page.get_by_test_id("status")).to_have_attribute("data-state", re.compile(r"offline|connecting"))
+        for n in (1, 2, 3):
+            in_a_thread(lambda n=n: emit("notice", recipients=[alice], data={"title": f"missed {n}"}))
+        private_stack.start_web()  # the same port: the tab reconnects on its own and resumes
+
+        expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live", timeout=30_000)
+        for n in (1, 2, 3):
+            expect(items(page, f"missed {n}")).to_have_count(1)
+        expect(page.get_by_test_id("unread-count")).to_have_text("4")
+        seqs = page.get_by_test_id("notification-item").evaluate_all("rows => rows.map(row => row.dataset.seq)")
+        assert seqs == ["4", "3", "2", "1"]  # newest first, none twice, none missing
+        assert errors == []
