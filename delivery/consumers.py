@@ -109,9 +109,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         state = await database_sync_to_async(inbox_state)(user_id=self.user.pk)
-        # This connection has sent exactly the seqs in (sent_after, cursor]: a resume then
-        # replays only what is below that range, so nothing is sent twice.
-        self.cursor = self.sent_after = state.last_seq
+        self.cursor = state.last_seq
         await self.send_frame(
             {"type": "hello", "user": self.user.get_username(), "unread": state.unread, "last_seq": state.last_seq}
         )
@@ -183,13 +181,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if not resumable:
             await self.send_frame({"type": "resync", "last_seq": self.cursor})
             return
+        # Every stored notification after the client's cursor, as CONTRACT §5 says, even one
+        # this connection sent before the resume arrived: clients de-duplicate by id.
         async with self.sending:
-            count = 0
-            if after_seq < self.sent_after:
-                count += await self.send_stored_after(after_seq, through_seq=self.sent_after)
-                self.sent_after = after_seq
-            self.cursor = max(self.cursor, after_seq)
-            count += await self.send_stored_after(self.cursor)
+            count = await self.send_stored_after(after_seq)
             await self.send_frame({"type": "resumed", "count": count})
 
     async def mark_read(self, ids: list[int]) -> None:
@@ -221,14 +216,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     # --- sending ------------------------------------------------------------------------------
 
-    async def send_stored_after(self, after_seq: int, through_seq: int | None = None) -> int:
-        """Send the stored notifications with after_seq < seq <= through_seq (no upper
-        bound by default), oldest first; returns how many."""
+    async def send_stored_after(self, after_seq: int) -> int:
+        """Send every stored notification after `after_seq`, oldest first; returns how many."""
         sent = 0
         unread = (await database_sync_to_async(inbox_state)(user_id=self.user.pk)).unread
         while True:
             page = await database_sync_to_async(notifications_after_seq)(
-                user_id=self.user.pk, after_seq=after_seq, through_seq=through_seq, limit=PAGE_MAX
+                user_id=self.user.pk, after_seq=after_seq, limit=PAGE_MAX
             )
             for notification in page:
                 await self.send_notification(notification_payload(notification), unread=unread)
@@ -264,7 +258,7 @@ def _too_large(text_data: str | None, bytes_data: bytes | None) -> bool:
 def _parse(text: str) -> dict[str, Any]:
     try:
         frame = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python can parse
         raise FrameError("invalid_json", "frames must be JSON objects") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise FrameError("invalid_frame", 'frames must be JSON objects with a string "type"')

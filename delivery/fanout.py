@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import TypeVar
@@ -12,10 +13,10 @@ from django.contrib.auth import get_user_model
 from django.db.models import F
 from django.utils import timezone
 
-from delivery.doorbell import doorbell
+from delivery.doorbell import LayerUnavailable, doorbell
 from delivery.groups import user_group
 from delivery.payloads import notification_created_message
-from delivery.services import notifications_store
+from delivery.services import Stored, notifications_store
 from events.models import Event
 from events.registry import get_event_type
 
@@ -25,6 +26,7 @@ T = TypeVar("T")
 # Recipients per transaction: bounds how long each inbox lock is held in a large fan-out,
 # and lets the first users' tabs light up before the last users are stored.
 FANOUT_BATCH = 500
+RING_RETRY_PAUSES_S = (0.2, 1.0, 0)  # three tries within ~1 s, then reconcile takes over
 
 
 def event_deliver(*, event_id: int) -> None:
@@ -40,15 +42,28 @@ def event_deliver(*, event_id: int) -> None:
             user.pk: event_type.render(event, user).cleaned() for user in batch if event_type.may_receive(event, user)
         }
         stored = notifications_store(event=event, rendered=rendered)
-        doorbell.ring_and_wait(
-            [
-                (user_group(s.notification.user_id), notification_created_message(s.notification, unread=s.unread))
-                for s in stored
-            ]
-        )
+        _ring_for(stored)
     Event.objects.filter(pk=event.pk, status=Event.Status.PENDING).update(
         status=Event.Status.DELIVERED, finished_at=timezone.now(), last_error=""
     )
+
+
+def _ring_for(stored: list[Stored]) -> None:
+    """Ring each user's group, retrying briefly. Giving up loses no notification: they are
+    stored, and every open socket reconciles from the database within
+    WS_RECONCILE_INTERVAL_S, and every reconnecting one resumes from it."""
+    rings = [
+        (user_group(s.notification.user_id), notification_created_message(s.notification, unread=s.unread))
+        for s in stored
+    ]
+    for pause in RING_RETRY_PAUSES_S:
+        try:
+            doorbell.ring_and_wait(rings)
+            return
+        except LayerUnavailable as exc:
+            error = exc
+            time.sleep(pause)
+    logger.warning("%d doorbell(s) not rung, left to reconcile: %s", len(rings), error)
 
 
 def event_give_up(*, event_id: int, error: str) -> None:
@@ -63,7 +78,9 @@ def event_give_up(*, event_id: int, error: str) -> None:
 def _begin_attempt(event_id: int) -> Event | None:
     """Count this attempt, and give up once the event has used up its attempts: a
     renderer that kills its worker would otherwise be redelivered forever."""
-    Event.objects.filter(pk=event_id, status=Event.Status.PENDING).update(attempts=F("attempts") + 1)
+    Event.objects.filter(pk=event_id, status=Event.Status.PENDING).update(
+        attempts=F("attempts") + 1, dispatched_at=timezone.now()
+    )
     event = Event.objects.select_related("actor").filter(pk=event_id).first()
     if event is None:
         logger.warning("event %s does not exist; nothing to deliver", event_id)

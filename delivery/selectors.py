@@ -22,14 +22,9 @@ def inbox_state(*, user_id: int) -> InboxState:
     return InboxState(*row) if row else InboxState(last_seq=0, unread=0)
 
 
-def notifications_after_seq(
-    *, user_id: int, after_seq: int, through_seq: int | None = None, limit: int = PAGE_MAX
-) -> list[Notification]:
-    """The user's notifications with seq > after_seq (and <= through_seq, if given), oldest first."""
-    notifications = Notification.objects.filter(user_id=user_id, seq__gt=after_seq)
-    if through_seq is not None:
-        notifications = notifications.filter(seq__lte=through_seq)
-    return list(notifications.order_by("seq")[:limit])
+def notifications_after_seq(*, user_id: int, after_seq: int, limit: int = PAGE_MAX) -> list[Notification]:
+    """The user's notifications with seq > after_seq, oldest first."""
+    return list(Notification.objects.filter(user_id=user_id, seq__gt=after_seq).order_by("seq")[:limit])
 
 
 def notifications_newest_first(

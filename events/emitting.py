@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any
@@ -16,6 +17,8 @@ from events.models import Event
 from events.registry import InvalidEventData, get_event_type
 
 IDEMPOTENCY_KEY_MAX = 200
+# An escaped NUL: "\u0000" after an even number of backslashes (an odd one escapes the "\").
+NUL_IN_JSON = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 DATA_MAX_BYTES = 32 * 1024  # the rendered frame must stay far under the socket's 64 KiB cap
 
 
@@ -76,9 +79,14 @@ def _checked_data(data: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise InvalidEventData("data must be a JSON object (a mapping)")
     try:
-        encoded = json.dumps(data)
+        encoded = json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidEventData(f"data must be JSON-serialisable: {exc}") from None
+        raise InvalidEventData(f"data must be JSON-serialisable (no NaN or Infinity): {exc}") from None
+    except RecursionError:
+        raise InvalidEventData("data is nested too deeply to be JSON") from None
+    if NUL_IN_JSON.search(encoded):
+        # Valid JSON, but PostgreSQL's jsonb cannot store it.
+        raise InvalidEventData("data must not contain NUL characters (\\u0000)")
     if len(encoded.encode()) > DATA_MAX_BYTES:
         raise InvalidEventData(f"data is larger than {DATA_MAX_BYTES} bytes as JSON")
     return json.loads(encoded)

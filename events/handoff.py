@@ -19,9 +19,17 @@ QUEUE_MAX = 10_000  # beyond this the relay, not memory, carries the backlog
 
 
 def publish_to_celery(event_id: int) -> None:
+    """Publish the delivery task, then note that the broker has it: from now on the relay
+    waits EVENTS_REDRIVE_AFTER_S, not EVENTS_RELAY_GRACE_S, before re-driving the event."""
+    from django.db import close_old_connections
+    from django.utils import timezone
+
+    from events.models import Event
     from workers.tasks import deliver_event_task
 
     deliver_event_task.apply_async((event_id,), ignore_result=True)
+    close_old_connections()  # this thread lives as long as the process; so would a dead connection
+    Event.objects.filter(pk=event_id, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
 
 
 class EventHandOff:

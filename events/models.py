@@ -30,7 +30,9 @@ class Event(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
-    relayed_at = models.DateTimeField(null=True, blank=True)
+    # Last time the event was handed to the broker (hand-off or relay) or a worker began an
+    # attempt; the relay leaves it alone for EVENTS_REDRIVE_AFTER_S after that.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -133,7 +133,8 @@ def unregister(name: str) -> None:
 def safe_url(url: str) -> str:
     """The url if it is site-relative or http(s), else empty: no javascript:, data: or //host."""
     url = (url or "").strip()
-    if len(url) > URL_MAX:
+    # Browsers drop tabs and newlines inside URLs: "/\t/evil.com" would become "//evil.com".
+    if len(url) > URL_MAX or any(ord(char) < 0x20 or ord(char) == 0x7F for char in url):
         return ""
     if url.startswith("/") and not url.startswith("//") and "\\" not in url:
         return url

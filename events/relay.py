@@ -21,20 +21,32 @@ logger = logging.getLogger(__name__)
 RELAY_BATCH = 500
 
 
-def events_redrive(*, grace_s: float, publish: Callable[[int], None] = publish_to_celery) -> list[int]:
-    """Publish again every pending event older than `grace_s` that was not re-driven in the
-    last `grace_s` either. Returns the ids it published."""
+def events_redrive(
+    *, grace_s: float, redrive_after_s: float, publish: Callable[[int], None] = publish_to_celery
+) -> list[int]:
+    """Publish again the pending events that look lost, and return their ids:
+
+    - never handed to the broker (the hand-off failed, or its process died) and older
+      than `grace_s`;
+    - handed over or attempted, but not finished `redrive_after_s` later (the queue was
+      lost in a Redis restart, or sits unacked with a killed worker).
+
+    Events merely waiting in a long queue are handed over recently enough to be left
+    alone, so a backlog is not multiplied.
+    """
     now = timezone.now()
-    cutoff = now - timedelta(seconds=grace_s)
     due = list(
-        Event.objects.filter(status=Event.Status.PENDING, created_at__lt=cutoff)
-        .filter(Q(relayed_at__isnull=True) | Q(relayed_at__lt=cutoff))
+        Event.objects.filter(status=Event.Status.PENDING)
+        .filter(
+            Q(dispatched_at__isnull=True, created_at__lt=now - timedelta(seconds=grace_s))
+            | Q(dispatched_at__lt=now - timedelta(seconds=redrive_after_s))
+        )
         .order_by("created_at")
         .values_list("pk", flat=True)[:RELAY_BATCH]
     )
     if not due:
         return []
-    Event.objects.filter(pk__in=due).update(relayed_at=now)
+    Event.objects.filter(pk__in=due).update(dispatched_at=now)
     for event_id in due:
         publish(event_id)
     logger.info("relay re-drove %d pending event(s)", len(due))

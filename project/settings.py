@@ -215,6 +215,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 # the relay re-drives it (the on-commit hand-off normally gets there first).
 EVENTS_RELAY_INTERVAL_S = env.float("EVENTS_RELAY_INTERVAL_S", default=10.0)
 EVENTS_RELAY_GRACE_S = env.float("EVENTS_RELAY_GRACE_S", default=30.0)
+# How long an event that the broker has (or a worker began) may stay unfinished before the
+# relay re-drives it: longer than a task may run (CELERY_TASK_TIME_LIMIT), far shorter
+# than the broker's visibility timeout (an hour) after which Redis itself would redeliver.
+EVENTS_REDRIVE_AFTER_S = env.float("EVENTS_REDRIVE_AFTER_S", default=300.0)
 # Attempts (including runs killed mid-way) before an event is dead-lettered.
 EVENTS_MAX_ATTEMPTS = env.int("EVENTS_MAX_ATTEMPTS", default=8)
 
@@ -241,7 +245,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["project.parsers.SafeJSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 REST_KNOX = {

@@ -10,13 +10,13 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from delivery.doorbell import LayerUnavailable
 from delivery.fanout import event_deliver, event_give_up
 from events.relay import events_redrive
 
 # Faults that pass: the database or Redis is restarting. Anything else (a renderer bug,
-# an unknown type) fails the same way every time, so it is dead-lettered at once.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, LayerUnavailable, RedisConnectionError, RedisTimeoutError)
+# an unknown type) fails the same way every time, so it is dead-lettered at once. A
+# doorbell that cannot ring is not among them: see event_deliver.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 
 
 class DeliverEventTask(Task):
@@ -40,4 +40,4 @@ def deliver_event_task(event_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def relay_pending_events_task() -> int:
-    return len(events_redrive(grace_s=settings.EVENTS_RELAY_GRACE_S))
+    return len(events_redrive(grace_s=settings.EVENTS_RELAY_GRACE_S, redrive_after_s=settings.EVENTS_REDRIVE_AFTER_S))

@@ -102,6 +102,7 @@ def fault_env(*, database_url: str, redis: PrivateRedis, **overrides: str) -> di
         WS_RECONCILE_INTERVAL_S="2",
         EVENTS_RELAY_INTERVAL_S="1",
         EVENTS_RELAY_GRACE_S="3",
+        EVENTS_REDRIVE_AFTER_S="5",
     )
     env.update(overrides)
     return env
@@ -120,6 +121,7 @@ class ResumingTab:
     resume: bool = True  # False: a client without resume, to show the oracle can fail
     received: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
+    resumes: int = 0  # `resumed` frames: the tab has caught up and is live
     close_codes: list[int | None] = field(default_factory=list)
     paused: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -166,6 +168,8 @@ class ResumingTab:
                 await socket.send(json.dumps({"type": "resume", "after_seq": self.cursor}))
             elif frame["type"] == "notification":
                 self.received.append(frame["notification"])
+            elif frame["type"] == "resumed":
+                self.resumes += 1
 
     async def stop(self) -> None:
         self._stopping = True

@@ -13,6 +13,10 @@ from events.registry import InvalidEventData, UnknownEventType
 HANDOFF_WAIT_S = 10
 
 
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 class Command(BaseCommand):
     help = "Emit a domain event to one or more users and print its id."
 
@@ -24,7 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            data = json.loads(options["data"])
+            data = json.loads(options["data"], parse_constant=_refuse_constant)
         except ValueError as exc:
             raise CommandError(f"--data is not valid JSON: {exc}") from None
         usernames = {name.strip() for name in options["to"].split(",") if name.strip()}
