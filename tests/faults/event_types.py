@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from events.registry import Rendered, event_type
@@ -18,3 +19,10 @@ def render_poison(event: Any, user: Any) -> Rendered:
 def render_crash(event: Any, user: Any) -> Rendered:
     """A renderer that kills the worker process running it, every time."""
     os._exit(1)
+
+
+@event_type("test.slow")
+def render_slow(event: Any, user: Any) -> Rendered:
+    """A renderer that takes its time, so that a worker can be killed mid-task."""
+    time.sleep(1.5)
+    return Rendered(title=event.data["title"])

@@ -21,16 +21,20 @@ def stream_with_a_worker_kill(stack: FaultStack, *, kill: str, settle_s: float) 
 
     async def scenario() -> list[ResumingTab]:
         tabs = open_tabs(stack, USERS, per_user=3)
-        await wait_until(lambda: all(tab.connections for tab in tabs), timeout=15)
+        await wait_until(lambda: all(tab.resumes for tab in tabs), timeout=15)
         for number in range(EVENTS):
-            await asyncio.to_thread(stack.emit, list(USERS), f"event {number}")
-            if number == EVENTS // 3:
-                worker = next(p for p in stack.processes if p.name == "worker")
-                if kill == "whole worker":
-                    worker.kill()  # the main process and its pool children
-                    stack.start_worker("worker2")
-                else:
-                    worker.kill_children()  # a pool child mid-task; the main process lives on
+            if number != EVENTS // 3:
+                await asyncio.to_thread(stack.emit, list(USERS), f"event {number}")
+                continue
+            # A slow event, so that the kill lands while a task is mid-render (before persist).
+            await asyncio.to_thread(stack.emit, list(USERS), f"event {number}", event_type="test.slow")
+            await asyncio.sleep(0.5)
+            worker = next(p for p in stack.processes if p.name == "worker")
+            if kill == "whole worker":
+                worker.kill()  # the main process and its pool children
+                stack.start_worker("worker2")
+            else:
+                worker.kill_children()  # a pool child mid-task; the main process lives on
         await wait_until(lambda: all(tab.cursor == EVENTS for tab in tabs), timeout=settle_s)
         for tab in tabs:
             await tab.stop()
