@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
 
-from events.handoff import hand_off
+from events.handoff import hand_off, publish_to_celery
 from events.models import Event
 from tests.live import LiveStack, database_url
 
@@ -22,18 +22,22 @@ PASSWORD = "correct-horse-battery"
 @pytest.fixture(autouse=True)
 def published_events(request: pytest.FixtureRequest) -> Iterator[list[int]]:
     """The event ids the on-commit hand-off published. Unit tests record instead of
-    publishing; tests marked `live` publish to the real broker for the real worker."""
+    publishing; tests marked `live` publish to the real broker for the real worker.
+
+    Both set the publisher at setup and teardown restores the real one, rather than
+    trusting the teardown order of other fixtures (a test's own monkeypatch of
+    hand_off.publish is undone after this fixture's teardown, and put a recorder back)."""
     if request.node.get_closest_marker("live"):
+        hand_off.publish = publish_to_celery
         yield []
         return
     recorded: list[int] = []
-    real_publish = hand_off.publish
     hand_off.publish = recorded.append
     try:
         yield recorded
     finally:
         hand_off.flush(timeout=5)
-        hand_off.publish = real_publish
+        hand_off.publish = publish_to_celery
 
 
 @pytest.fixture
