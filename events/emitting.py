@@ -9,7 +9,6 @@ from functools import partial
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, models, transaction
 
 from events.handoff import hand_off
@@ -53,7 +52,7 @@ def emit(
         "recipient_ids": recipient_ids,
     }
     if target is not None:
-        fields["target_type"] = ContentType.objects.get_for_model(target)
+        fields["target_type"] = target._meta.label_lower
         fields["target_id"] = str(target.pk)
 
     with transaction.atomic():

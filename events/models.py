@@ -1,9 +1,11 @@
 """The event row: written in the caller's transaction, it is the outbox the relay reads."""
 
+from typing import Any
+
+from django.apps import apps
 from django.conf import settings
-from django.contrib.contenttypes.fields import GenericForeignKey
-from django.contrib.contenttypes.models import ContentType
 from django.db import models
+from django.utils.functional import cached_property
 
 
 class Event(models.Model):
@@ -18,9 +20,11 @@ class Event(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    target_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # What the event is about, as a model label ("messaging.message") and primary key. A
+    # label, not a ContentType foreign key: content type ids can change under long-running
+    # processes (a restored database, a test flush), and a label reads well in the admin.
+    target_type = models.CharField(max_length=100, blank=True, default="")
     target_id = models.CharField(max_length=64, blank=True, default="")
-    target = GenericForeignKey("target_type", "target_id")
     data = models.JSONField(default=dict, blank=True)
     # User ids as given to emit(); the type's audience rule filters them at delivery.
     recipient_ids = models.JSONField(default=list)
@@ -46,3 +50,11 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} #{self.pk}"
+
+    @cached_property
+    def target(self) -> Any:
+        """The target instance, or None if there is none or it was deleted since."""
+        if not self.target_type:
+            return None
+        model = apps.get_model(self.target_type)
+        return model._default_manager.filter(pk=self.target_id).first()
