@@ -16,6 +16,7 @@ from delivery.credentials import TICKET_TTL, Credential, ticket_issue
 from delivery.payloads import notification_payload
 from delivery.selectors import (
     PAGE_MAX,
+    cursor_is_resumable,
     inbox_state,
     notification_ids_of_user,
     notifications_after_seq,
@@ -49,6 +50,16 @@ def notification_list(request: Request) -> Response:
     user_id = request.user.pk
     limit = params["limit"]
     if "after_seq" in params:
+        if not cursor_is_resumable(user_id=user_id, after_seq=params["after_seq"]):
+            # Never a silent partial replay: the client must reload, as on a `resync` frame.
+            return Response(
+                {
+                    "type": "resync",
+                    "detail": "after_seq is older than what is kept, or ahead of this user's last seq; reload",
+                    "last_seq": inbox_state(user_id=user_id).last_seq,
+                },
+                status=status.HTTP_410_GONE,
+            )
         page = notifications_after_seq(user_id=user_id, after_seq=params["after_seq"], limit=limit)
         next_url = _next_page(request, "after_seq", page[-1].seq) if len(page) == limit else None
     else:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from delivery.doorbell import doorbell
@@ -70,6 +72,32 @@ def notifications_store(*, event: Event, rendered: Mapping[int, Rendered]) -> li
     stored.update((n.user_id, n) for n in new)
     unread = {inbox.user_id: inbox.unread for inbox in inboxes}
     return [Stored(stored[user_id], unread[user_id]) for user_id in user_ids if user_id in stored]
+
+
+def notifications_prune(*, created_before: datetime) -> int:
+    """Delete notifications created before the cut-off; returns how many.
+
+    Per user, everything up to the highest seq older than the cut-off goes, so what stays
+    is always a gapless run ending at last_seq. Counts stay right, and seq is never reused:
+    a cursor from before the cut gets `resync` instead of a partial replay.
+    """
+    deleted = 0
+    cut_by_user = (
+        Notification.objects.filter(created_at__lt=created_before)
+        .values("user_id")
+        .annotate(cut_seq=Max("seq"))
+        .values_list("user_id", "cut_seq")
+    )
+    for user_id, cut_seq in list(cut_by_user):
+        with transaction.atomic():
+            inbox = Inbox.objects.select_for_update().get(user_id=user_id)
+            old = Notification.objects.filter(user_id=user_id, seq__lte=cut_seq)
+            unread = old.filter(read_at__isnull=True).count()
+            count, _ = old.delete()
+            inbox.unread = max(inbox.unread - unread, 0)
+            inbox.save(update_fields=["unread"])
+        deleted += count
+    return deleted
 
 
 def notifications_mark_read(*, user: AbstractBaseUser, ids: Collection[int]) -> ReadChange:

@@ -1,6 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from events.models import Event
+from events.relay import events_requeue
 
 
 @admin.register(Event)
@@ -11,3 +14,11 @@ class EventAdmin(admin.ModelAdmin):
     list_filter = ("status", "type")
     search_fields = ("type", "idempotency_key", "last_error")
     readonly_fields = [field.name for field in Event._meta.fields]
+    actions = ["retry_dead_events"]
+
+    @admin.action(description="Retry the selected dead events")
+    def retry_dead_events(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
+        count = events_requeue(event_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(
+            request, f"{count} dead event(s) queued again; the relay delivers them shortly.", messages.SUCCESS
+        )

@@ -13,6 +13,8 @@ import queue
 import threading
 from collections.abc import Callable
 
+from django.db import connections
+
 logger = logging.getLogger(__name__)
 
 QUEUE_MAX = 10_000  # beyond this the relay, not memory, carries the backlog
@@ -21,14 +23,12 @@ QUEUE_MAX = 10_000  # beyond this the relay, not memory, carries the backlog
 def publish_to_celery(event_id: int) -> None:
     """Publish the delivery task, then note that the broker has it: from now on the relay
     waits EVENTS_REDRIVE_AFTER_S, not EVENTS_RELAY_GRACE_S, before re-driving the event."""
-    from django.db import close_old_connections
     from django.utils import timezone
 
     from events.models import Event
     from workers.tasks import deliver_event_task
 
     deliver_event_task.apply_async((event_id,), ignore_result=True)
-    close_old_connections()  # this thread lives as long as the process; so would a dead connection
     Event.objects.filter(pk=event_id, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
 
 
@@ -81,7 +81,11 @@ class EventHandOff:
             try:
                 self.publish(event_id)
             except Exception:
+                # Whatever went wrong, the event is a pending row: the relay re-drives it.
                 logger.warning("could not hand event %s to the broker; the relay will", event_id, exc_info=True)
+            if self._queue.empty():
+                # Idle most of the time: hold no database connection while waiting.
+                connections.close_all()
 
 
 hand_off = EventHandOff()

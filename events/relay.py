@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
@@ -51,3 +51,23 @@ def events_redrive(
         publish(event_id)
     logger.info("relay re-drove %d pending event(s)", len(due))
     return due
+
+
+def events_requeue(*, event_ids: list[int]) -> int:
+    """Give dead-lettered events a fresh set of attempts (the admin's "retry" action): the
+    relay delivers them within EVENTS_RELAY_GRACE_S. Returns how many were dead."""
+    return Event.objects.filter(pk__in=event_ids, status=Event.Status.DEAD).update(
+        status=Event.Status.PENDING, attempts=0, last_error="", dispatched_at=None, finished_at=None
+    )
+
+
+def events_prune(*, finished_before: datetime) -> int:
+    """Delete finished events older than the cut-off that no notification refers to any
+    more (notifications go first, by retention: deleting an event would take its
+    notifications with it, and could cut a hole in a user's seq)."""
+    deleted, _ = (
+        Event.objects.exclude(status=Event.Status.PENDING)
+        .filter(finished_at__lt=finished_before, notifications__isnull=True)
+        .delete()
+    )
+    return deleted

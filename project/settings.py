@@ -230,10 +230,18 @@ EVENT_TYPE_MODULES = env.list("EVENT_TYPE_MODULES", default=[])
 # from the database: the most a lost doorbell or logout ring can cost.
 WS_RECONCILE_INTERVAL_S = env.float("WS_RECONCILE_INTERVAL_S", default=30.0)
 
+# Notifications older than this are deleted (hourly, by beat); a client whose cursor is
+# older gets `resync` and reloads. seq numbers are never reused.
+NOTIFICATIONS_RETENTION_DAYS = env.int("NOTIFICATIONS_RETENTION_DAYS", default=90)
+
 CELERY_BEAT_SCHEDULE = {
     "relay-pending-events": {
         "task": "workers.tasks.relay_pending_events_task",
         "schedule": EVENTS_RELAY_INTERVAL_S,
+    },
+    "prune-expired": {
+        "task": "workers.tasks.prune_expired_task",
+        "schedule": 3600.0,
     },
 }
 

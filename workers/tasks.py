@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from delivery.credentials import tickets_purge_expired
 from delivery.fanout import event_deliver, event_give_up
-from events.relay import events_redrive
+from delivery.services import notifications_prune
+from events.relay import events_prune, events_redrive
 
 # Faults that pass: the database or Redis is restarting. Anything else (a renderer bug,
 # an unknown type) fails the same way every time, so it is dead-lettered at once. A
@@ -36,6 +40,17 @@ class DeliverEventTask(Task):
 )
 def deliver_event_task(event_id: int) -> None:
     event_deliver(event_id=event_id)
+
+
+@shared_task(ignore_result=True)
+def prune_expired_task() -> int:
+    """Retention: notifications older than NOTIFICATIONS_RETENTION_DAYS, then their events
+    and the used or expired socket tickets."""
+    cutoff = timezone.now() - timedelta(days=settings.NOTIFICATIONS_RETENTION_DAYS)
+    pruned = notifications_prune(created_before=cutoff)
+    events_prune(finished_before=cutoff)
+    tickets_purge_expired()
+    return pruned
 
 
 @shared_task(ignore_result=True)
