@@ -108,7 +108,7 @@ class LiveStack:
         self.processes.append(process)
         return process
 
-    def start_web(self) -> ManagedProcess:
+    def start_web(self, *daphne_options: str) -> ManagedProcess:
         if not self.port:
             self.port = free_port()
         web = self.spawn(
@@ -118,6 +118,7 @@ class LiveStack:
             "127.0.0.1",
             "--port",
             str(self.port),
+            *daphne_options,
             "project.asgi:application",
         )
         self._wait(web, self._web_answers)
