@@ -14,6 +14,10 @@ run: $(VENV)/.run-deps
 test: $(VENV)/.dev-deps
 	$(PY) -m devtools.with_redis --db 9 --isolate -- $(PY) -m pytest $(PYTEST_ARGS)
 
+# TESTPLAN row 21: 10 users x 3 tabs under random faults, then the oracle (SOAK_ARGS="--minutes 10").
+soak: $(VENV)/.dev-deps
+	$(PY) -m tests.faults.soak $(SOAK_ARGS)
+
 lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -38,3 +42,11 @@ $(VENV)/.run-deps: requirements.txt | $(PY)
 $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.run-deps
+
+# make bench - the benchmarks in bench/ with moderate defaults (about 10 minutes on 2 cores):
+# each starts a stack of its own on 127.0.0.1 and prints Markdown tables (docs/BENCHMARKS.md)
+.PHONY: bench
+bench: $(VENV)/.dev-deps
+	$(PY) -m bench.delivery
+	$(PY) -m bench.fanout
+	$(PY) -m bench.emit_cost

@@ -14,10 +14,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import websockets
@@ -197,15 +199,16 @@ def open_tabs(stack: FaultStack, users: tuple[str, ...], per_user: int, **option
     ]
 
 
-def oracle_problems(stack: FaultStack, tabs: list[ResumingTab], *, expected: int) -> list[str]:
-    """The oracle, for every user: the database stored `expected` notifications with seq
-    1..N, and each of the user's tabs holds exactly those (de-duplicated), nothing foreign.
-    Returns what is wrong; an empty list means the promise held."""
+def oracle_problems(stack: FaultStack, tabs: list[ResumingTab], *, expected: int | dict[str, int]) -> list[str]:
+    """The oracle, for every user: the database stored `expected` notifications (a count, or
+    a count per user) with seq 1..N, and each of the user's tabs holds exactly those
+    (de-duplicated), nothing foreign. Returns what is wrong; empty means the promise held."""
     problems: list[str] = []
     for user in sorted({tab.user for tab in tabs}):
         stored = stack.stored(user)
-        if len(stored) != expected:
-            problems.append(f"{user}: the database stored {len(stored)} notifications, not {expected}")
+        wanted = expected if isinstance(expected, int) else expected.get(user, 0)
+        if len(stored) != wanted:
+            problems.append(f"{user}: the database stored {len(stored)} notifications, not {wanted}")
         if [n["seq"] for n in stored] != list(range(1, len(stored) + 1)):
             problems.append(f"{user}: the database's seq has a gap")
         stored_by_id = {n["id"]: n for n in stored}
@@ -221,3 +224,36 @@ def oracle_problems(stack: FaultStack, tabs: list[ResumingTab], *, expected: int
             if wrong_seq:
                 problems.append(f"{tab.name}: ids with another seq than stored: {wrong_seq[:10]}")
     return problems
+
+
+def build_fault_stack(
+    workdir: Path, *, postgres: bool = False, users: tuple[str, ...] = ("alice", "bob"), **overrides: str
+) -> FaultStack:
+    """A migrated FaultStack on a private Redis (and a private PostgreSQL cluster, or a
+    SQLite file), with the given users and the staff user ops; nothing started yet. The
+    caller stops it with stop_all() and removes a cluster's folder (stack.postgres.workdir)."""
+    redis = PrivateRedis(workdir=workdir).start()
+    cluster = None
+    if postgres:
+        # Outside workdir: the postgres user cannot enter root's temporary folders.
+        cluster = PrivatePostgres(workdir=Path(tempfile.mkdtemp(prefix="notify-faults-pg-"))).init()
+        cluster.start()
+        cluster.create_database("notify")
+        database_url = cluster.url("notify")
+    else:
+        database_url = f"sqlite:///{workdir / 'faults.sqlite3'}"
+    stack = FaultStack(
+        env=fault_env(database_url=database_url, redis=redis, **overrides),
+        workdir=workdir,
+        redis=redis,
+        postgres=cluster,
+    )
+    try:
+        stack.manage("migrate", "--verbosity", "0")
+        for username in users:
+            stack.add_user(username)
+        stack.add_user("ops", staff=True)
+    except BaseException:
+        stack.stop_all()
+        raise
+    return stack
