@@ -2,9 +2,10 @@
 
 The Redis that goes down is the stack's only one: the channel layer and the Celery broker
 both live there, so the restart takes the queued tasks and every group membership with it.
-While it is down the API must keep accepting events (emit only writes the database), and
-once it is back the outbox relay re-drives what never reached a worker and each socket's
-reconcile rejoins its groups and sends what is stored past its cursor.
+While it is down the API must keep accepting events (emit only writes the database); once
+it is back the outbox relay re-drives what never reached a worker, and the sockets repair
+themselves: reconcile rejoins their groups and sends what is stored past their cursor, or
+(when the web process cut the socket) the client reconnects and resumes.
 """
 
 from __future__ import annotations
@@ -14,19 +15,50 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+import redis
 import websockets
 
 from tests.faults.conftest import MakeStack
 from tests.faults.harness import FaultStack, ResumingTab, oracle_problems, wait_until
+from tests.live import ManagedProcess
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
 
 USERS = ("alice", "bob")
 TABS_PER_USER = 3
-BEFORE = 14  # events emitted before the restart
+LIVE = 10  # events delivered before the fault, so the restart hits live, caught-up tabs
+BURST = 12  # emitted at once right before the restart: tasks queued and in flight
 DOWN_S = 2.0  # how long Redis stays down; events keep being emitted meanwhile
-AFTER = 20  # events emitted once Redis is back
+AFTER = 16  # emitted once Redis is back
 EMIT_WHILE_DOWN_MAX_S = 1.0
+
+
+# An intermittent bug of Celery 5.7 / kombu 5.7 with the Redis broker, seen here in about
+# one Redis restart in eight under load: when the broker goes away while messages are
+# unacknowledged (acks_late, prefetch) and the worker notices it first on its remote-control
+# (pidbox) subscription, Celery's Consumer.on_connection_error_after_connected closes the
+# connection, kombu's restore_unacked builds a new Redis client from a transport whose
+# `client` is already None, and the AttributeError is not a connection error, so nothing
+# ignores it: "Unrecoverable error", a warm shutdown, and no task is consumed after that
+# (the process may even linger). These tests do not hide it: they are marked xfail with
+# the evidence when it happens, and assert the whole promise when it does not.
+WORKER_CRASH = "Unrecoverable error: AttributeError"
+
+
+def the_worker(stack: FaultStack) -> ManagedProcess:
+    return next(process for process in stack.processes if process.name == "worker")
+
+
+def xfail_if_the_worker_died(stack: FaultStack) -> None:
+    worker = the_worker(stack)
+    if WORKER_CRASH in worker.log():
+        pytest.xfail(
+            "BUG (intermittent, Celery/kombu): the worker stopped consuming when the broker connection "
+            "dropped with a task unacked (restore_unacked -> AttributeError: 'NoneType' object has no "
+            f"attribute 'hostname' -> Unrecoverable error); process still running: {worker.alive()}; "
+            f"log: {worker.log_path}"
+        )
+    assert worker.alive(), worker.log()[-4000:]
 
 
 class SingleConnectionTab(ResumingTab):
@@ -47,9 +79,29 @@ class SingleConnectionTab(ResumingTab):
 @dataclass
 class Outcome:
     tabs: list[ResumingTab]
-    expected: int
+    expected: int = 0  # events accepted by the API (each to both users)
+    queued_at_restart: int = 0  # tasks waiting in the broker when Redis went down
     down_latencies: list[float] = field(default_factory=list)
-    settled_after_s: float | None = None  # seconds from Redis's restart to the tabs all caught up
+    settled_after_s: float | None = None  # from Redis's restart until every tab caught up
+
+    def summary(self) -> str:
+        doubles = [len(tab.received) - len({n["id"] for n in tab.received}) for tab in self.tabs]
+        return (
+            f"{len(self.down_latencies)} emits while Redis was down, slowest {max(self.down_latencies):.3f} s; "
+            f"{self.queued_at_restart} tasks queued at the restart; "
+            f"tabs caught up {self.settled_after_s and round(self.settled_after_s, 1)} s after it; "
+            f"connections per tab {[tab.connections for tab in self.tabs]}; "
+            f"close codes {[tab.close_codes for tab in self.tabs]}; "
+            f"notifications held twice per tab {doubles}"
+        )
+
+
+def queued_tasks(stack: FaultStack) -> int:
+    client = redis.Redis.from_url(stack.env["CELERY_BROKER_URL"])
+    try:
+        return int(client.llen(stack.env["REDIS_NAMESPACE"]))  # the Celery queue's list
+    finally:
+        client.close()
 
 
 def stream_through_a_redis_restart(stack: FaultStack, *, tab_class: type[ResumingTab], settle_s: float) -> Outcome:
@@ -59,34 +111,38 @@ def stream_through_a_redis_restart(stack: FaultStack, *, tab_class: type[Resumin
             for user in USERS
             for number in range(TABS_PER_USER)
         ]
+        outcome = Outcome(tabs=tabs)
         assert await wait_until(lambda: all(tab.connections for tab in tabs), timeout=15)
-        emitted = 0
+        titles = iter(range(10_000))
 
         async def emit() -> float:
-            nonlocal emitted
-            took = await asyncio.to_thread(stack.emit, list(USERS), f"event {emitted}")
-            emitted += 1
+            took = await asyncio.to_thread(stack.emit, list(USERS), f"event {next(titles)}")
+            outcome.expected += 1
             return took
 
-        for _ in range(BEFORE):
+        for _ in range(LIVE):
             await emit()
-        # Let the first part land, so the restart hits tabs that are live and caught up.
-        await wait_until(lambda: all(tab.cursor == BEFORE for tab in tabs), timeout=20)
+        assert await wait_until(lambda: all(tab.cursor == LIVE for tab in tabs), timeout=20)
 
+        await asyncio.gather(*(emit() for _ in range(BURST)))
+        outcome.queued_at_restart = await asyncio.to_thread(queued_tasks, stack)
         await asyncio.to_thread(stack.redis.shutdown_nosave)
-        outcome = Outcome(tabs=tabs, expected=0)
         down_until = time.monotonic() + DOWN_S
         while time.monotonic() < down_until:
             outcome.down_latencies.append(await emit())
             await asyncio.sleep(0.1)
-        await asyncio.to_thread(stack.redis.start)
+        await asyncio.to_thread(stack.redis.start)  # same port, empty
         restarted = time.monotonic()
 
         for _ in range(AFTER):
             await emit()
             await asyncio.sleep(0.05)
-        outcome.expected = emitted
-        if await wait_until(lambda: all(tab.cursor == emitted for tab in tabs), timeout=settle_s):
+        worker = the_worker(stack)
+        await wait_until(
+            lambda: all(tab.cursor == outcome.expected for tab in tabs) or WORKER_CRASH in worker.log(),
+            timeout=settle_s,
+        )
+        if all(tab.cursor == outcome.expected for tab in tabs):
             outcome.settled_after_s = time.monotonic() - restarted
         for tab in tabs:
             await tab.stop()
@@ -107,39 +163,53 @@ def test_a_redis_restart_loses_and_doubles_nothing(make_fault_stack: MakeStack, 
     start_everything(stack)
 
     outcome = stream_through_a_redis_restart(stack, tab_class=ResumingTab, settle_s=60)
+    xfail_if_the_worker_died(stack)
 
-    print(
-        f"\n[{layer}] emits while Redis was down: {len(outcome.down_latencies)}, "
-        f"max {max(outcome.down_latencies):.3f}s; settled {outcome.settled_after_s}s after the restart; "
-        f"connections per tab {[tab.connections for tab in outcome.tabs]}"
-    )
+    print(f"\n[{layer}] {outcome.summary()}")
     assert outcome.down_latencies, "no event was emitted while Redis was down"
     assert max(outcome.down_latencies) < EMIT_WHILE_DOWN_MAX_S, outcome.down_latencies
-    assert oracle_problems(stack, outcome.tabs, expected=outcome.expected) == [], stack.logs()
-    # Every tab saw every notification exactly once, in seq order (a resume after a
-    # reconnect may legitimately re-send what the cut-off socket already delivered).
+    problems = oracle_problems(stack, outcome.tabs, expected=outcome.expected)
+    assert problems == [], f"{problems}\n{outcome.summary()}\n{stack.logs()}"
+    # None twice, even across a reconnect (resume sends only what this socket has not);
+    # in seq order on a socket that lived through it all.
     for tab in outcome.tabs:
+        assert len(tab.received) == outcome.expected, (tab.name, [n["seq"] for n in tab.received])
         if tab.connections == 1:
-            seqs = [n["seq"] for n in tab.received]
-            assert seqs == list(range(1, outcome.expected + 1)), (tab.name, seqs)
+            assert [n["seq"] for n in tab.received] == list(range(1, outcome.expected + 1)), tab.name
 
 
-@pytest.mark.parametrize("layer", ["pubsub", "core"])
-def test_without_reconcile_or_reconnect_a_redis_restart_leaves_tabs_behind(
-    make_fault_stack: MakeStack, layer: str
-) -> None:
-    # The same restart with the repairs switched off: reconcile every hour, and tabs that
-    # never reconnect (their sockets stay open through the outage, so a reconnecting tab
-    # would not resume anyway). The core layer keeps group memberships in Redis, so the
-    # restart forgets them and nothing rejoins: every later doorbell goes to no one.
-    stack = make_fault_stack(CHANNEL_LAYER=layer, WS_RECONCILE_INTERVAL_S="3600")
+def test_pubsub_sockets_catch_up_after_a_restart_without_reconcile_or_reconnect(make_fault_stack: MakeStack) -> None:
+    # The protection switched off: reconcile once an hour, and tabs that never reconnect.
+    # With the default pub/sub layer the oracle still holds, and this pins down why: daphne
+    # keeps the sockets open through the outage, redis-py re-subscribes the web process's
+    # pub/sub connection to every group as soon as Redis answers again (PubSub.on_connect),
+    # and the first doorbell after that which is ahead of a socket's cursor makes the
+    # consumer fill the whole gap from the database.
+    stack = make_fault_stack(WS_RECONCILE_INTERVAL_S="3600")
+    start_everything(stack)
+
+    outcome = stream_through_a_redis_restart(stack, tab_class=SingleConnectionTab, settle_s=30)
+    xfail_if_the_worker_died(stack)
+
+    print(f"\n[pubsub, no reconcile, no reconnect] {outcome.summary()}")
+    assert all(tab.connections == 1 and not tab.close_codes for tab in outcome.tabs), outcome.summary()
+    assert oracle_problems(stack, outcome.tabs, expected=outcome.expected) == [], outcome.summary()
+
+
+def test_without_reconnect_a_redis_restart_leaves_core_layer_tabs_behind(make_fault_stack: MakeStack) -> None:
+    # The core layer keeps group memberships in Redis, and each consumer blocks on its
+    # channel's list there: the restart fails that receive, the consumer dies and daphne
+    # closes the socket (1011). A tab that does not reconnect and resume (reconcile off
+    # too, for good measure) never hears of anything after the restart: the oracle must say
+    # so, which shows that the positive [core] test passes because of reconnect + resume.
+    stack = make_fault_stack(CHANNEL_LAYER="core", WS_RECONCILE_INTERVAL_S="3600")
     start_everything(stack)
 
     outcome = stream_through_a_redis_restart(stack, tab_class=SingleConnectionTab, settle_s=15)
+    xfail_if_the_worker_died(stack)
 
-    assert all(tab.connections == 1 for tab in outcome.tabs)
+    print(f"\n[core, no reconcile, no reconnect] {outcome.summary()}")
     problems = oracle_problems(stack, outcome.tabs, expected=outcome.expected)
-    print(layer, problems, [t.close_codes for t in outcome.tabs], outcome.settled_after_s, max(outcome.down_latencies))
     # The database has everything (the relay re-drove the lost tasks); the tabs do not.
     assert not any("the database" in problem for problem in problems), problems
     assert any("missing seq" in problem for problem in problems), problems

@@ -1,0 +1,207 @@
+"""TESTPLAN row 14: the Celery broker is down while requests emit.
+
+The broker is a second private Redis of the test's own (CELERY_BROKER_URL), so stopping it
+leaves the channel layer, and with it the open tabs, alone: what is tested is only the way
+from the request to a worker. Every emit must still answer 202 at once (the event row is
+written in the request; the hand-off to the broker happens after commit, off the request's
+path), the events wait in the outbox, and the relay delivers them once the broker is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import MakeStack
+from tests.faults.harness import FaultStack, ResumingTab, open_tabs, oracle_problems, wait_until
+from tests.live import ManagedProcess
+from tests.servers import PrivateRedis
+
+pytestmark = [pytest.mark.live, pytest.mark.faults]
+
+USERS = ("alice", "bob")
+LIVE = 5  # delivered before the fault
+WHILE_DOWN = 20  # emitted while the broker is down
+AFTER = 5  # emitted once it is back
+EMIT_MAX_S = 1.0
+# The web process's hand-off thread gives up on each event within about a second while the
+# broker is down; the broker stays down until it gave up on all of them (at most this
+# long), so that every event emitted meanwhile depends on the relay, not on a late hand-off.
+HAND_OFF_GIVE_UP_WAIT_S = 40.0
+HAND_OFF_GAVE_UP = "could not hand event"  # events/handoff.py's warning
+
+
+# An intermittent bug of Celery 5.7 / kombu 5.7 with the Redis broker, seen in about one
+# Redis restart in eight under load (test_redis_restart.py), and possible here too: when
+# the broker goes away while messages are unacknowledged (acks_late, prefetch) and the
+# worker notices it first on its remote-control (pidbox) subscription, Celery's
+# Consumer.on_connection_error_after_connected closes the connection, kombu's
+# restore_unacked builds a new Redis client from a transport whose `client` is already
+# None, and the AttributeError is not a connection error, so nothing ignores it:
+# "Unrecoverable error", a warm shutdown, and no task is consumed after that (the process
+# may even linger). These tests do not hide it: they are marked xfail with the evidence
+# when it happens, and assert the whole promise when it does not.
+WORKER_CRASH = "Unrecoverable error: AttributeError"
+
+
+def the_worker(stack: FaultStack) -> ManagedProcess:
+    return next(process for process in stack.processes if process.name == "worker")
+
+
+def xfail_if_the_worker_died(stack: FaultStack) -> None:
+    worker = the_worker(stack)
+    if WORKER_CRASH in worker.log():
+        pytest.xfail(
+            "BUG (intermittent, Celery/kombu): the worker stopped consuming when the broker connection "
+            "dropped with a task unacked (restore_unacked -> AttributeError: 'NoneType' object has no "
+            f"attribute 'hostname' -> Unrecoverable error); process still running: {worker.alive()}; "
+            f"log: {worker.log_path}"
+        )
+    assert worker.alive(), worker.log()[-4000:]
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A Redis of its own for the Celery broker. Request it before make_fault_stack, so that
+    it is stopped after the stack's processes."""
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    server = PrivateRedis(workdir=workdir).start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Outcome:
+    tabs: list[ResumingTab]
+    expected: int = 0
+    down_latencies: list[float] = field(default_factory=list)
+    hand_off_gave_up: int = 0  # events the web process could not hand to the broker
+    down_s: float = 0.0
+    settled_after_s: float | None = None  # from the broker's restart until every tab caught up
+
+    def summary(self) -> str:
+        mean = sum(self.down_latencies) / len(self.down_latencies)
+        return (
+            f"{len(self.down_latencies)} emits while the broker was down ({self.down_s:.1f} s), all 202, "
+            f"slowest {max(self.down_latencies):.3f} s, mean {mean:.3f} s; "
+            f"the hand-off gave up on {self.hand_off_gave_up}; "
+            f"tabs caught up {self.settled_after_s and round(self.settled_after_s, 1)} s after the restart; "
+            f"connections per tab {[tab.connections for tab in self.tabs]}"
+        )
+
+
+def emit_expecting_202(stack: FaultStack, title: str) -> float:
+    """POST /api/events/ as stack.emit does, but insisting on 202 Accepted; returns its duration."""
+    body = {"type": "notice", "recipients": list(USERS), "data": {"title": title}}
+    request = urllib.request.Request(  # noqa: S310 (our own test server)
+        f"{stack.http_url}/api/events/",
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {stack.tokens['ops']}", "Content-Type": "application/json"},
+    )
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        status = response.status
+    took = time.monotonic() - started
+    assert status == 202, status
+    return took
+
+
+def hand_off_failures(stack: FaultStack) -> int:
+    web = next(process for process in stack.processes if process.name == "web")
+    return web.log().count(HAND_OFF_GAVE_UP)
+
+
+def emit_while_the_broker_is_down(stack: FaultStack, broker: PrivateRedis, *, settle_s: float) -> Outcome:
+    async def scenario() -> Outcome:
+        tabs = open_tabs(stack, USERS, per_user=3)
+        outcome = Outcome(tabs=tabs)
+        assert await wait_until(lambda: all(tab.connections for tab in tabs), timeout=15)
+        titles = iter(range(10_000))
+
+        async def emit() -> float:
+            took = await asyncio.to_thread(emit_expecting_202, stack, f"event {next(titles)}")
+            outcome.expected += 1
+            return took
+
+        for _ in range(LIVE):
+            await emit()
+        assert await wait_until(lambda: all(tab.cursor == LIVE for tab in tabs), timeout=20)
+
+        failures_before = hand_off_failures(stack)
+        await asyncio.to_thread(broker.stop)
+        stopped = time.monotonic()
+        for _ in range(WHILE_DOWN):
+            outcome.down_latencies.append(await emit())
+            await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: hand_off_failures(stack) - failures_before >= WHILE_DOWN, timeout=HAND_OFF_GIVE_UP_WAIT_S
+        )
+        outcome.hand_off_gave_up = hand_off_failures(stack) - failures_before
+        await asyncio.to_thread(broker.start)  # same port, empty
+        restarted = time.monotonic()
+        outcome.down_s = restarted - stopped
+
+        for _ in range(AFTER):
+            await emit()
+            await asyncio.sleep(0.1)
+        worker = the_worker(stack)
+        await wait_until(
+            lambda: all(tab.cursor == outcome.expected for tab in tabs) or WORKER_CRASH in worker.log(),
+            timeout=settle_s,
+        )
+        if all(tab.cursor == outcome.expected for tab in tabs):
+            outcome.settled_after_s = time.monotonic() - restarted
+        for tab in tabs:
+            await tab.stop()
+        return outcome
+
+    return asyncio.run(scenario())
+
+
+def test_emits_answer_at_once_while_the_broker_is_down_and_are_delivered_after(
+    broker: PrivateRedis, make_fault_stack: MakeStack
+) -> None:
+    stack = make_fault_stack(CELERY_BROKER_URL=broker.broker_url)
+    assert stack.redis is not None
+    assert stack.redis.port != broker.port  # the channel layer stays on the stack's own Redis
+    stack.start_web()
+    stack.start_worker()
+    stack.start_beat()
+
+    outcome = emit_while_the_broker_is_down(stack, broker, settle_s=60)
+    xfail_if_the_worker_died(stack)
+
+    print(f"\n{outcome.summary()}")
+    assert max(outcome.down_latencies) < EMIT_MAX_S, outcome.down_latencies
+    problems = oracle_problems(stack, outcome.tabs, expected=outcome.expected)
+    assert problems == [], f"{problems}\n{outcome.summary()}\n{stack.logs()}"
+    for tab in outcome.tabs:
+        assert [n["seq"] for n in tab.received] == list(range(1, outcome.expected + 1)), tab.name
+
+
+def test_without_the_relay_events_emitted_while_the_broker_was_down_never_arrive(
+    broker: PrivateRedis, make_fault_stack: MakeStack
+) -> None:
+    # The relay switched off: what the hand-off could not publish stays pending in the
+    # outbox, and nothing else will ever publish it.
+    stack = make_fault_stack(CELERY_BROKER_URL=broker.broker_url, EVENTS_RELAY_INTERVAL_S="3600")
+    stack.start_web()
+    stack.start_worker()
+    stack.start_beat()
+
+    outcome = emit_while_the_broker_is_down(stack, broker, settle_s=15)
+    xfail_if_the_worker_died(stack)
+
+    problems = oracle_problems(stack, outcome.tabs, expected=outcome.expected)
+    print(f"\n[no relay] {outcome.summary()}; {problems}")
+    assert max(outcome.down_latencies) < EMIT_MAX_S, outcome.down_latencies
+    assert any("the database stored" in problem for problem in problems), problems
