@@ -22,28 +22,34 @@ RELAY_BATCH = 500
 
 
 def events_redrive(
-    *, grace_s: float, redrive_after_s: float, publish: Callable[[int], None] = publish_to_celery
+    *,
+    grace_s: float,
+    redrive_after_s: float,
+    publish: Callable[[int], None] = publish_to_celery,
+    queue_is_empty: Callable[[], bool] = lambda: False,
 ) -> list[int]:
     """Publish again the pending events that look lost, and return their ids:
 
     - never handed to the broker (the hand-off failed, or its process died) and older
       than `grace_s`;
-    - handed over or attempted, but not finished `redrive_after_s` later (the queue was
-      lost in a Redis restart, or sits unacked with a killed worker).
+    - handed over or attempted more than `grace_s` ago while the broker's queue is empty:
+      nothing is waiting, so the task was lost with a broker restart, or sits unacked
+      with a killed worker;
+    - handed over or attempted, and still unfinished `redrive_after_s` later, whatever
+      the queue holds.
 
-    Events merely waiting in a long queue are handed over recently enough to be left
+    Events merely waiting in a long queue were handed over recently enough to be left
     alone, so a backlog is not multiplied.
     """
     now = timezone.now()
-    due = list(
-        Event.objects.filter(status=Event.Status.PENDING)
-        .filter(
-            Q(dispatched_at__isnull=True, created_at__lt=now - timedelta(seconds=grace_s))
-            | Q(dispatched_at__lt=now - timedelta(seconds=redrive_after_s))
-        )
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:RELAY_BATCH]
+    grace_cutoff = now - timedelta(seconds=grace_s)
+    pending = Event.objects.filter(status=Event.Status.PENDING)
+    lost = Q(dispatched_at__isnull=True, created_at__lt=grace_cutoff) | Q(
+        dispatched_at__lt=now - timedelta(seconds=redrive_after_s)
     )
+    if pending.filter(dispatched_at__lt=grace_cutoff).exists() and queue_is_empty():
+        lost |= Q(dispatched_at__lt=grace_cutoff)
+    due = list(pending.filter(lost).order_by("created_at").values_list("pk", flat=True)[:RELAY_BATCH])
     if not due:
         return []
     Event.objects.filter(pk__in=due).update(dispatched_at=now)

@@ -139,6 +139,7 @@ class LiveStack:
             f"{name}-{os.getpid()}@%h",
             "--without-mingle",
             "--without-gossip",
+            "--without-heartbeat",
         )
         self._wait(worker, lambda: " ready." in worker.log())
         return worker

@@ -16,6 +16,7 @@ from delivery.credentials import tickets_purge_expired
 from delivery.fanout import event_deliver, event_give_up
 from delivery.services import notifications_prune
 from events.relay import events_prune, events_redrive
+from workers.broker import broker_queue_is_empty
 
 # Faults that pass: the database or Redis is restarting. Anything else (a renderer bug,
 # an unknown type) fails the same way every time, so it is dead-lettered at once. A
@@ -55,4 +56,9 @@ def prune_expired_task() -> int:
 
 @shared_task(ignore_result=True)
 def relay_pending_events_task() -> int:
-    return len(events_redrive(grace_s=settings.EVENTS_RELAY_GRACE_S, redrive_after_s=settings.EVENTS_REDRIVE_AFTER_S))
+    due = events_redrive(
+        grace_s=settings.EVENTS_RELAY_GRACE_S,
+        redrive_after_s=settings.EVENTS_REDRIVE_AFTER_S,
+        queue_is_empty=broker_queue_is_empty,
+    )
+    return len(due)

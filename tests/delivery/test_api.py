@@ -462,3 +462,21 @@ def test_healthz_answers_503_naming_what_is_down(client, settings) -> None:
     body = response.json()
     assert body["down"] == ["redis"]
     assert body["checks"]["redis"].startswith("down: ")
+
+
+def test_the_database_being_down_answers_503_json_with_retry_after(staff_token: str, alice, monkeypatch) -> None:
+    from django.db import OperationalError
+
+    import events.api
+
+    def database_down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(events.api, "emit", database_down)
+    api = APIClient(raise_request_exception=False)
+
+    response = post_event(api, {"type": "notice", "recipients": ["alice"], "data": {"title": "x"}}, staff_token)
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "database is unavailable" in response.json()["detail"]

@@ -119,3 +119,18 @@ def test_only_the_events_it_publishes_are_marked(make_event) -> None:
 
     assert Event.objects.get(pk=young.pk).dispatched_at is None
     assert Event.objects.get(pk=delivered.pk).dispatched_at is None
+
+
+def test_a_handed_over_event_is_re_driven_after_the_grace_when_the_broker_queue_is_empty(make_event) -> None:
+    # A Redis restarted empty lost the queued task: nothing waits, so the event is not
+    # "merely queued" and need not wait EVENTS_REDRIVE_AFTER_S.
+    lost = make_event(age_s=60, dispatched_s=40)
+    published: list[int] = []
+
+    while_queued = events_redrive(
+        grace_s=30, redrive_after_s=300, publish=published.append, queue_is_empty=lambda: False
+    )
+    when_empty = events_redrive(grace_s=30, redrive_after_s=300, publish=published.append, queue_is_empty=lambda: True)
+
+    assert while_queued == []
+    assert when_empty == published == [lost.pk]

@@ -29,7 +29,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 os.environ.setdefault("DJANGO_SECRET_KEY", "soak-only")
 django.setup()
 
-from tests.faults.harness import FaultStack, build_fault_stack, open_tabs, oracle_problems, wait_until  # noqa: E402
+from tests.faults.harness import (  # noqa: E402
+    FaultStack,
+    build_fault_stack,
+    open_tabs,
+    oracle_problems,
+    supervise_worker,
+    wait_until,
+)
 from tests.servers import postgres_bin  # noqa: E402
 
 USERS = tuple(f"user{number}" for number in range(10))
@@ -50,7 +57,7 @@ def rss_mib(stack: FaultStack) -> dict[str, float]:
         try:
             parent = psutil.Process(process.popen.pid)
             family = [parent, *parent.children(recursive=True)]
-            role = process.name.split("-")[0]  # a restarted worker is still "worker"
+            role = "worker" if process.name.startswith("worker") else process.name  # restarts too
             sizes[role] = sizes.get(role, 0) + sum(p.memory_info().rss for p in family) / 2**20
         except psutil.NoSuchProcess:
             continue
@@ -60,8 +67,8 @@ def rss_mib(stack: FaultStack) -> dict[str, float]:
 async def inject(stack: FaultStack, fault: str) -> None:
     log(f"fault: {fault}")
     if fault == "worker killed":
+        # The supervisor notices the dead worker and starts another, as systemd would.
         next(p for p in reversed(stack.processes) if p.name.startswith("worker") and p.alive()).kill()
-        stack.start_worker(f"worker-{int(time.monotonic())}")
     elif fault == "pool child killed":
         next(p for p in reversed(stack.processes) if p.name.startswith("worker") and p.alive()).kill_children()
     elif fault == "web killed":
@@ -94,6 +101,9 @@ async def soak(stack: FaultStack, *, minutes: float, rate: float, rng: random.Ra
     next_sample = time.monotonic() + 60
     injected: Counter[str] = Counter()
     fault_task: asyncio.Task[None] | None = None
+    restarts: list[str] = []
+    finished = False
+    supervisor = asyncio.create_task(supervise_worker(stack, restarts, until=lambda: finished))
     while time.monotonic() < deadline:
         user = rng.choice(USERS)
         try:
@@ -118,8 +128,11 @@ async def soak(stack: FaultStack, *, minutes: float, rate: float, rng: random.Ra
     log(f"stopped emitting: {sum(accepted.values())} accepted, {refused} refused; faults {dict(injected)}")
     expected = dict(accepted)
     await wait_until(lambda: all(tab.cursor == expected.get(tab.user, 0) for tab in tabs), timeout=120)
+    finished = True
+    await supervisor
     for tab in tabs:
         await tab.stop()
+    log(f"worker restarted by the supervisor: {restarts or 'never'}")
 
     problems = oracle_problems(stack, tabs, expected=expected)
     for problem in problems:
