@@ -20,10 +20,10 @@ def make_fault_stack(tmp_path: Path) -> Iterator[MakeStack]:
     alice, bob and the staff user ops, and its own Redis; nothing started yet."""
     stacks: list[FaultStack] = []
 
-    def make(*, postgres: bool = False, **overrides: str) -> FaultStack:
+    def make(*, postgres: bool = False, users: tuple[str, ...] = ("alice", "bob"), **overrides: str) -> FaultStack:
         if postgres and postgres_bin() is None:
             pytest.skip("PostgreSQL server binaries are not installed")
-        stack = build_fault_stack(tmp_path, postgres=postgres, **overrides)
+        stack = build_fault_stack(tmp_path, postgres=postgres, users=users, **overrides)
         stacks.append(stack)
         return stack
 

@@ -158,6 +158,7 @@ class ResumingTab:
     resume: bool = True  # False: a client without resume, to show the oracle can fail
     received: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
+    connected_at: list[float] = field(default_factory=list)  # time.monotonic() of each open
     resumes: int = 0  # `resumed` frames: the tab has caught up and is live
     close_codes: list[int | None] = field(default_factory=list)
     paused: asyncio.Event = field(default_factory=asyncio.Event)
@@ -186,6 +187,7 @@ class ResumingTab:
                     self.url, additional_headers={"Authorization": f"Bearer {self.token}"}, open_timeout=5
                 ) as socket:
                     self.connections += 1
+                    self.connected_at.append(time.monotonic())
                     backoff = 0.2
                     await self._session(socket)
                     self.close_codes.append(socket.close_code)
