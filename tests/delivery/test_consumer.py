@@ -39,6 +39,18 @@ def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coroutine)
 
 
+def hello_of(headers: list[tuple[bytes, bytes]] | None) -> dict[str, Any]:
+    """Open a socket with these handshake headers, and return its hello frame."""
+
+    async def scenario() -> dict[str, Any]:
+        socket = Socket(headers)
+        hello = await socket.open_authenticated()
+        await socket.shut()
+        return hello
+
+    return run(scenario())
+
+
 def bearer(token: str) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", f"Bearer {token}".encode())]
 
@@ -115,25 +127,13 @@ def test_a_bearer_token_opens_the_socket_with_a_hello(alice, store_notices) -> N
     Notification.objects.filter(user=alice, seq=1).update(read_at=timezone.now())
     token = token_issue(user=alice)
 
-    async def scenario() -> dict[str, Any]:
-        socket = Socket(bearer(token))
-        hello = await socket.open_authenticated()
-        await socket.shut()
-        return hello
-
-    assert run(scenario()) == {"type": "hello", "user": "alice", "unread": 3, "last_seq": 3}
+    assert hello_of(bearer(token)) == {"type": "hello", "user": "alice", "unread": 3, "last_seq": 3}
 
 
 def test_a_new_user_is_greeted_with_empty_counters(alice) -> None:
     token = token_issue(user=alice)
 
-    async def scenario() -> dict[str, Any]:
-        socket = Socket(bearer(token))
-        hello = await socket.open_authenticated()
-        await socket.shut()
-        return hello
-
-    assert run(scenario()) == {"type": "hello", "user": "alice", "unread": 0, "last_seq": 0}
+    assert hello_of(bearer(token)) == {"type": "hello", "user": "alice", "unread": 0, "last_seq": 0}
 
 
 @pytest.mark.parametrize(
@@ -201,13 +201,7 @@ def test_a_revoked_token_is_closed_4401(alice, rings) -> None:
 def test_the_session_cookie_opens_the_socket(client, alice) -> None:
     headers = session_cookie(client, alice)
 
-    async def scenario() -> dict[str, Any]:
-        socket = Socket(with_origin("http://testserver", headers))
-        hello = await socket.open_authenticated()
-        await socket.shut()
-        return hello
-
-    assert run(scenario())["user"] == "alice"
+    assert hello_of(with_origin("http://testserver", headers))["user"] == "alice"
 
 
 def test_the_session_of_a_deactivated_user_is_closed_4401(client, alice) -> None:
@@ -303,26 +297,14 @@ def test_our_own_origins_and_no_origin_may_connect(alice, origin: str | None) ->
     if origin is not None:
         headers = with_origin(origin, headers)
 
-    async def scenario() -> str:
-        socket = Socket(headers)
-        hello = await socket.open_authenticated()
-        await socket.shut()
-        return hello["user"]
-
-    assert run(scenario()) == "alice"
+    assert hello_of(headers)["user"] == "alice"
 
 
 def test_an_extra_configured_origin_may_connect(alice, settings) -> None:
     settings.WS_ALLOWED_ORIGINS = ["https://app.example.com"]
     headers = with_origin("https://app.example.com", bearer(token_issue(user=alice)))
 
-    async def scenario() -> str:
-        socket = Socket(headers)
-        hello = await socket.open_authenticated()
-        await socket.shut()
-        return hello["user"]
-
-    assert run(scenario()) == "alice"
+    assert hello_of(headers)["user"] == "alice"
 
 
 # --- client frames ----------------------------------------------------------------------------
