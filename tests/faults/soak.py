@@ -35,6 +35,7 @@ from tests.faults.harness import (  # noqa: E402
     open_tabs,
     oracle_problems,
     supervise_worker,
+    the_worker,
     wait_until,
 )
 from tests.servers import postgres_bin  # noqa: E402
@@ -68,9 +69,9 @@ async def inject(stack: FaultStack, fault: str) -> None:
     log(f"fault: {fault}")
     if fault == "worker killed":
         # The supervisor notices the dead worker and starts another, as systemd would.
-        next(p for p in reversed(stack.processes) if p.name.startswith("worker") and p.alive()).kill()
+        the_worker(stack).kill()
     elif fault == "pool child killed":
-        next(p for p in reversed(stack.processes) if p.name.startswith("worker") and p.alive()).kill_children()
+        the_worker(stack).kill_children()
     elif fault == "web killed":
         next(p for p in stack.processes if p.name == "web" and p.alive()).kill()
         await asyncio.sleep(1)
@@ -129,7 +130,7 @@ async def soak(stack: FaultStack, *, minutes: float, rate: float, rng: random.Ra
     expected = dict(accepted)
     await wait_until(lambda: all(tab.cursor == expected.get(tab.user, 0) for tab in tabs), timeout=120)
     finished = True
-    await supervisor
+    await supervisor  # re-raises if the supervisor itself failed
     for tab in tabs:
         await tab.stop()
     log(f"worker restarted by the supervisor: {restarts or 'never'}")

@@ -116,6 +116,8 @@ def stream_through_a_redis_restart(stack: FaultStack, *, tab_class: type[Resumin
         caught_up = lambda: all(tab.cursor == outcome.expected for tab in tabs)  # noqa: E731
         supervisor = asyncio.create_task(supervise_worker(stack, outcome.worker_restarts, until=caught_up))
         await wait_until(caught_up, timeout=settle_s)
+        if supervisor.done():
+            supervisor.result()  # a supervisor that died must fail the test, not vanish
         supervisor.cancel()
         if caught_up():
             outcome.settled_after_s = time.monotonic() - restarted
