@@ -43,10 +43,11 @@ $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.run-deps
 
-# make bench - the benchmarks in bench/ with moderate defaults (about 10 minutes on 2 cores):
+# make bench - the benchmarks in bench/ with moderate defaults (about 7 minutes on 2 cores):
 # each starts a stack of its own on 127.0.0.1 and prints Markdown tables (docs/BENCHMARKS.md)
 .PHONY: bench
 bench: $(VENV)/.dev-deps
 	$(PY) -m bench.delivery
 	$(PY) -m bench.fanout
 	$(PY) -m bench.emit_cost
+	$(PY) -m bench.task_cost

@@ -1,0 +1,183 @@
+"""The load generator: many WebSocket tabs in one asyncio process, apart from daphne.
+
+Started by the benchmarks (python -m bench.tabs) and driven by JSON lines on stdin. Each
+tab authenticates with its user's API token, as a non-browser client does, and records
+for every `notification` frame its seq and the time from the event's emit (the float the
+emitter put in `data.body`) to the frame's arrival here. The seq tells what is missing,
+doubled or out of order: every tab of a user must end with seq 1..N, gapless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import websockets
+
+
+class Tab:
+    __slots__ = ("ahead", "close_code", "contiguous", "duplicates", "gaps", "reader", "token", "user", "ws")
+
+    def __init__(self, user: str, token: str) -> None:
+        self.user = user
+        self.token = token
+        self.ws: Any = None
+        self.reader: asyncio.Task[None] | None = None
+        self.contiguous = 0  # every seq up to this one arrived (from the hello's last_seq on)
+        self.ahead: set[int] = set()  # seqs that arrived past a hole (none, if the contract holds)
+        self.duplicates = 0
+        self.gaps = 0
+        self.close_code: int | None = None
+
+
+class LoadGenerator:
+    def __init__(self) -> None:
+        self.tabs: list[Tab] = []
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        # Per tag, per event (its emit time, as sent): when its first and its last frame arrived.
+        self.spans: dict[str, dict[str, list[float]]] = defaultdict(dict)
+        self.frames = 0
+
+    async def open(self, *, url: str, tabs: list[list[Any]], concurrency: int = 20) -> dict[str, Any]:
+        """Open `count` tabs for each [user, token, count]; answers once every hello arrived."""
+        started = time.monotonic()
+        gate = asyncio.Semaphore(concurrency)
+        new = [Tab(user, token) for user, token, count in tabs for _ in range(count)]
+        errors: list[str] = []
+
+        async def connect(tab: Tab) -> None:
+            async with gate:
+                try:
+                    tab.ws = await websockets.connect(
+                        url,
+                        additional_headers={"Authorization": f"Bearer {tab.token}"},
+                        open_timeout=60,
+                        ping_interval=None,  # as browsers: daphne pings, we answer
+                        max_size=2**20,
+                    )
+                    hello = json.loads(await asyncio.wait_for(tab.ws.recv(), 60))
+                    if hello.get("type") != "hello":
+                        raise RuntimeError(f"first frame was {hello!r}")
+                    tab.contiguous = hello["last_seq"]
+                    tab.reader = asyncio.create_task(self.read(tab))
+                except Exception as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+        await asyncio.gather(*(connect(tab) for tab in new))
+        self.tabs += [tab for tab in new if tab.reader is not None]
+        return {
+            "opened": sum(tab.reader is not None for tab in new),
+            "failed": len(errors),
+            "errors": errors[:5],
+            "seconds": time.monotonic() - started,
+        }
+
+    async def read(self, tab: Tab) -> None:
+        latencies = self.latencies
+        try:
+            async for raw in tab.ws:
+                arrived = time.time()
+                frame = json.loads(raw)
+                if frame["type"] != "notification":
+                    continue
+                self.frames += 1
+                notification = frame["notification"]
+                seq = notification["seq"]
+                if seq <= tab.contiguous or seq in tab.ahead:
+                    tab.duplicates += 1
+                    continue
+                if seq == tab.contiguous + 1:
+                    tab.contiguous = seq
+                    while tab.contiguous + 1 in tab.ahead:
+                        tab.contiguous += 1
+                        tab.ahead.discard(tab.contiguous)
+                else:
+                    tab.gaps += 1
+                    tab.ahead.add(seq)
+                title, emitted = notification["title"], notification["body"]
+                latencies[title].append(arrived - float(emitted))
+                span = self.spans[title].get(emitted)
+                if span is None:
+                    self.spans[title][emitted] = [arrived, arrived]
+                else:
+                    span[1] = max(span[1], arrived)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            tab.close_code = tab.ws.close_code
+
+    def missing(self, expect: dict[str, int]) -> tuple[int, int]:
+        """(frames missing, tabs missing any) against each user's expected last seq."""
+        frames = tabs = 0
+        for tab in self.tabs:
+            want = expect.get(tab.user, 0)
+            have = tab.contiguous + sum(1 for seq in tab.ahead if seq <= want)
+            if have < want:
+                frames += want - min(have, want)
+                tabs += 1
+        return frames, tabs
+
+    async def wait(self, *, expect: dict[str, int], timeout: float) -> dict[str, Any]:
+        """Wait until every tab holds seq 1..expect[user], or `timeout` passes."""
+        started = time.monotonic()
+        while True:
+            frames, tabs = self.missing(expect)
+            if not frames or time.monotonic() - started > timeout:
+                break
+            await asyncio.sleep(0.1)
+        return {"missing": frames, "tabs_missing": tabs, "seconds": time.monotonic() - started, **self.state()}
+
+    def state(self) -> dict[str, Any]:
+        closed = [tab.close_code for tab in self.tabs if tab.reader is not None and tab.reader.done()]
+        return {
+            "frames": self.frames,
+            "duplicates": sum(tab.duplicates for tab in self.tabs),
+            "gaps": sum(tab.gaps for tab in self.tabs),
+            "closed": len(closed),
+            "close_codes": sorted({str(code) for code in closed}),
+        }
+
+    async def collect(self, *, tag: str) -> dict[str, Any]:
+        """The latencies (seconds) recorded for notifications titled `tag`, and per event the
+        time from its first tab's frame to its last tab's ('spreads'); then forgotten."""
+        return {
+            "latencies": [round(value, 5) for value in self.latencies.pop(tag, [])],
+            "spreads": [round(last - first, 5) for first, last in self.spans.pop(tag, {}).values()],
+            **self.state(),
+        }
+
+    async def close(self) -> None:
+        async def close_one(tab: Tab) -> None:
+            with contextlib.suppress(TimeoutError, OSError, websockets.WebSocketException):
+                await asyncio.wait_for(tab.ws.close(), 10)
+
+        await asyncio.gather(*(close_one(tab) for tab in self.tabs))
+
+
+async def main() -> None:
+    generator = LoadGenerator()
+    handlers = {"open": generator.open, "wait": generator.wait, "collect": generator.collect}
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            break
+        command = json.loads(line)
+        name = command.pop("cmd")
+        if name == "quit":
+            break
+        try:
+            result = await handlers[name](**command)
+        except Exception as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+    await generator.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
