@@ -51,6 +51,19 @@ def hello_of(headers: list[tuple[bytes, bytes]] | None) -> dict[str, Any]:
     return run(scenario())
 
 
+def close_code_of(headers: list[tuple[bytes, bytes]] | None = None, path: str = PATH) -> int | None:
+    """Open a socket and return the code it is closed with (None if it stays open)."""
+
+    async def scenario() -> int | None:
+        socket = Socket(headers, path=path)
+        await socket.open()
+        code = await socket.close_code()
+        await socket.shut()
+        return code
+
+    return run(scenario())
+
+
 def bearer(token: str) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", f"Bearer {token}".encode())]
 
@@ -161,41 +174,20 @@ def test_a_missing_or_bad_credential_is_accepted_then_closed_4401(alice, headers
 def test_a_token_in_the_url_is_not_accepted(alice) -> None:
     token = token_issue(user=alice)
 
-    async def scenario() -> int | None:
-        socket = Socket(path=f"{PATH}?token={token}")
-        await socket.open()
-        code = await socket.close_code()
-        await socket.shut()
-        return code
-
-    assert run(scenario()) == UNAUTHENTICATED
+    assert close_code_of(path=f"{PATH}?token={token}") == UNAUTHENTICATED
 
 
 def test_a_bad_bearer_token_does_not_fall_back_to_the_session(client, alice) -> None:
     headers = [*session_cookie(client, alice), (b"authorization", b"Bearer not-a-real-token")]
 
-    async def scenario() -> int | None:
-        socket = Socket(headers)
-        await socket.open()
-        code = await socket.close_code()
-        await socket.shut()
-        return code
-
-    assert run(scenario()) == UNAUTHENTICATED
+    assert close_code_of(headers) == UNAUTHENTICATED
 
 
 def test_a_revoked_token_is_closed_4401(alice, rings) -> None:
     token = token_issue(user=alice)
     tokens_revoke(user=alice)
 
-    async def scenario() -> int | None:
-        socket = Socket(bearer(token))
-        await socket.open()
-        code = await socket.close_code()
-        await socket.shut()
-        return code
-
-    assert run(scenario()) == UNAUTHENTICATED
+    assert close_code_of(bearer(token)) == UNAUTHENTICATED
 
 
 def test_the_session_cookie_opens_the_socket(client, alice) -> None:
@@ -209,14 +201,7 @@ def test_the_session_of_a_deactivated_user_is_closed_4401(client, alice) -> None
     alice.is_active = False
     alice.save()
 
-    async def scenario() -> int | None:
-        socket = Socket(headers)
-        await socket.open()
-        code = await socket.close_code()
-        await socket.shut()
-        return code
-
-    assert run(scenario()) == UNAUTHENTICATED
+    assert close_code_of(headers) == UNAUTHENTICATED
 
 
 def ws_ticket(user) -> str:  # type: ignore[no-untyped-def]
@@ -248,14 +233,7 @@ def test_an_expired_ticket_is_closed_4401(alice) -> None:
     ticket = ws_ticket(alice)
     SocketTicket.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
 
-    async def scenario() -> int | None:
-        socket = Socket(path=f"{PATH}?ticket={ticket}")
-        await socket.open()
-        code = await socket.close_code()
-        await socket.shut()
-        return code
-
-    assert run(scenario()) == UNAUTHENTICATED
+    assert close_code_of(path=f"{PATH}?ticket={ticket}") == UNAUTHENTICATED
 
 
 # --- the handshake: Origin ------------------------------------------------------------------------
