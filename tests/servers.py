@@ -11,16 +11,12 @@ import glob
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from devtools.with_redis import redis_answers, redis_server_binary
-from tests.live import free_port
-
-START_TIMEOUT_S = 20.0
+from devtools.with_redis import free_port, start_redis_server
 
 
 @dataclass
@@ -40,31 +36,10 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/1"
 
     def start(self) -> PrivateRedis:
+        """Start (or restart, on the same port) with nothing in it."""
         self.port = self.port or free_port()
-        log = (self.workdir / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not redis_answers(self.url):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"private redis-server did not start on port {self.port}")
-            time.sleep(0.05)
+        with (self.workdir / "redis.log").open("ab") as log:
+            self.process = start_redis_server(self.port, str(self.workdir), log)
         return self
 
     def shutdown_nosave(self) -> None:
