@@ -264,6 +264,16 @@ def oracle_problems(stack: FaultStack, tabs: list[ResumingTab], *, expected: int
     return problems
 
 
+def assert_each_seq_once(tabs: list[ResumingTab], expected: int) -> None:
+    """Beyond the oracle's de-duplicated view: no tab was sent any notification twice, even
+    across a reconnect (it resumes from the last seq it holds without a hole), and a tab
+    whose one socket lived through it all got them in seq order."""
+    for tab in tabs:
+        assert len(tab.received) == expected, (tab.name, [n["seq"] for n in tab.received])
+        if tab.connections == 1:
+            assert [n["seq"] for n in tab.received] == list(range(1, expected + 1)), tab.name
+
+
 def build_fault_stack(
     workdir: Path, *, postgres: bool = False, users: tuple[str, ...] = ("alice", "bob"), **overrides: str
 ) -> FaultStack:

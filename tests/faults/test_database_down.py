@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.faults.conftest import MakeStack
-from tests.faults.harness import FaultStack, ResumingTab, open_tabs, oracle_problems, wait_until
+from tests.faults.harness import FaultStack, ResumingTab, assert_each_seq_once, open_tabs, oracle_problems, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
 
@@ -110,11 +110,7 @@ def test_a_database_outage_loses_and_doubles_no_accepted_event(make_fault_stack:
     assert all(process.alive() for process in (web, worker)), stack.logs()
     problems = oracle_problems(stack, outcome.tabs, expected=outcome.accepted)
     assert problems == [], f"{problems}\n{outcome.summary()}\n{stack.logs()}"
-    # None twice, even across a reconnect; in seq order on a socket that lived through it.
-    for tab in outcome.tabs:
-        assert len(tab.received) == outcome.accepted, (tab.name, [n["seq"] for n in tab.received])
-        if tab.connections == 1:
-            assert [n["seq"] for n in tab.received] == list(range(1, outcome.accepted + 1)), tab.name
+    assert_each_seq_once(outcome.tabs, outcome.accepted)
 
 
 def test_without_the_relay_accepted_events_wait_out_the_retry_backoff(make_fault_stack: MakeStack) -> None:

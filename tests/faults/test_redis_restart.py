@@ -19,7 +19,14 @@ import redis
 import websockets
 
 from tests.faults.conftest import MakeStack
-from tests.faults.harness import FaultStack, ResumingTab, oracle_problems, supervise_worker, wait_until
+from tests.faults.harness import (
+    FaultStack,
+    ResumingTab,
+    assert_each_seq_once,
+    oracle_problems,
+    supervise_worker,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
 
@@ -146,12 +153,7 @@ def test_a_redis_restart_loses_and_doubles_nothing(make_fault_stack: MakeStack, 
     assert max(outcome.down_latencies) < EMIT_WHILE_DOWN_MAX_S, outcome.down_latencies
     problems = oracle_problems(stack, outcome.tabs, expected=outcome.expected)
     assert problems == [], f"{problems}\n{outcome.summary()}\n{stack.logs()}"
-    # None twice, even across a reconnect (resume sends only what this socket has not);
-    # in seq order on a socket that lived through it all.
-    for tab in outcome.tabs:
-        assert len(tab.received) == outcome.expected, (tab.name, [n["seq"] for n in tab.received])
-        if tab.connections == 1:
-            assert [n["seq"] for n in tab.received] == list(range(1, outcome.expected + 1)), tab.name
+    assert_each_seq_once(outcome.tabs, outcome.expected)
 
 
 def test_pubsub_sockets_catch_up_after_a_restart_without_reconcile_or_reconnect(make_fault_stack: MakeStack) -> None:
