@@ -1,9 +1,12 @@
 """The WebSocket consumer at /ws/notifications/: authenticate, subscribe, replay, forward.
 
-Doorbells from the channel layer carry a notification and its per-user `seq`. The consumer
-keeps `cursor`, the highest seq this socket has sent, and reads the database whenever a
-doorbell is not the very next seq: a lost, late or reordered doorbell can delay a
-notification, never drop it, double it or send it out of order.
+A doorbell from the channel layer carries one batch's new notifications for the user, as
+frames the worker encoded once, numbered from `first_seq`. The consumer keeps `cursor`, the
+highest seq this socket has sent, sends the frames past it, and reads the database whenever
+a doorbell starts beyond the very next seq: a lost, late or reordered doorbell can delay a
+notification, never drop it, double it or send it out of order. Doorbells skip Channels'
+per-message database-connection cleanup (a thread hop), since they touch no database
+unless there is a gap.
 
 Channels runs one handler at a time per consumer, so a doorbell that arrives during a
 replay waits until the replay is done, and is then skipped if the replay already sent it.
@@ -30,7 +33,8 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from delivery.groups import user_group
-from delivery.payloads import notification_payload
+from delivery.models import Notification
+from delivery.payloads import encode_frame, notification_frame
 from delivery.selectors import (
     PAGE_MAX,
     cursor_is_resumable,
@@ -90,6 +94,15 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     bad_frames_burst, bad_frames_per_second = 20, 1 / 3
     closing = False
     reconciler: asyncio.Task[None] | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections, through a thread hop, before every
+        # message. Doorbells touch no database: they go straight to their handler.
+        handler = DOORBELLS.get(message["type"])
+        if handler is not None:
+            await handler(self, message)
+        else:
+            await super().dispatch(message)
 
     async def connect(self) -> None:
         principal = self.scope.get("principal")
@@ -197,16 +210,20 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     # --- doorbells from the channel layer -------------------------------------------------
 
-    async def notification_created(self, message: dict[str, Any]) -> None:
+    async def notifications_created(self, message: dict[str, Any]) -> None:
+        """New notifications of this user, seqs first_seq.., their frames encoded already."""
         async with self.sending:
-            seq = message["seq"]
-            if self.closing or seq <= self.cursor:
-                return  # already sent, by a replay or an earlier ring of the same notification
-            if seq == self.cursor + 1:
-                await self.send_notification(message["notification"], unread=message["unread"])
-                self.cursor = seq
+            first_seq, frames = message["first_seq"], message["frames"]
+            if self.closing or first_seq + len(frames) - 1 <= self.cursor:
+                return  # already sent, by a replay or an earlier ring of the same notifications
+            if first_seq > self.cursor + 1:
+                await self.send_stored_after(self.cursor)  # a ring went missing: fill from the database
                 return
-            await self.send_stored_after(self.cursor)  # a ring went missing: fill from the database
+            for frame in frames[self.cursor + 1 - first_seq :]:
+                if self.closing:
+                    return
+                await self.send(text_data=frame)
+                self.cursor += 1
 
     async def notifications_read(self, message: dict[str, Any]) -> None:
         await self.send_frame({"type": "read", "ids": message["ids"], "unread": message["unread"]})
@@ -225,24 +242,33 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 user_id=self.user.pk, after_seq=after_seq, limit=PAGE_MAX
             )
             for notification in page:
-                await self.send_notification(notification_payload(notification), unread=unread)
+                await self.send_notification(notification, unread=unread)
                 after_seq = notification.seq
             sent += len(page)
             self.cursor = max(self.cursor, after_seq)
             if len(page) < PAGE_MAX:
                 return sent
 
-    async def send_notification(self, notification: dict[str, Any], *, unread: int) -> None:
-        await self.send_frame({"type": "notification", "notification": notification, "unread": unread})
+    async def send_notification(self, notification: Notification, *, unread: int) -> None:
+        if not self.closing:
+            await self.send(text_data=notification_frame(notification, unread=unread))
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         if self.closing:
             return  # doorbells can still arrive between our close and the disconnect
-        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+        await self.send(text_data=encode_frame(frame))
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self.closing = True
         await super().close(code=code, reason=reason)
+
+
+# Channel-layer messages that need no database, by type: dispatched without Channels' thread hop.
+DOORBELLS = {
+    "notifications.created": NotificationConsumer.notifications_created,
+    "notifications.read": NotificationConsumer.notifications_read,
+    "credential.revoked": NotificationConsumer.credential_revoked,
+}
 
 
 def _too_large(text_data: str | None, bytes_data: bytes | None) -> bool:

@@ -1,9 +1,17 @@
-"""The doorbell: group_send from sync code, on one background event loop per process.
+"""The doorbell: group_send from sync code, many groups in one Redis round trip.
 
 The channel layer is at-most-once, so a ring is only a hint that the database has news;
-a lost ring costs latency (the next ring or a resume fills the gap), never a notification.
-Sync callers (views, services, Celery tasks) get one long-lived loop, so the layer keeps
-its Redis connections instead of opening new ones for every async_to_sync() call.
+a lost ring costs latency (the next ring, a reconcile or a resume fills the gap), never a
+notification.
+
+With the pub/sub layer (the default) a ring is one PUBLISH to the group's channel, and
+`channels_redis` sends each with its own awaited round trip, one at a time. Here every
+ring of a batch goes out in one pipeline from a plain redis-py client: a worker that
+stored 500 users' notifications rings them in one round trip. The channel names and the
+message bytes are the layer's own (`serialize()`, the `<prefix>__group__<group>` channel),
+so consumers cannot tell the difference. Other layers (the core layer's group_send is a
+Lua script per group) are rung through the layer itself, concurrently, on one long-lived
+event loop per process.
 """
 
 from __future__ import annotations
@@ -12,53 +20,62 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+import redis
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
+from django.core.signals import setting_changed
 from django.db import transaction
+from django.dispatch import receiver
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
 Ring = tuple[str, dict[str, Any]]  # (group, message)
 RING_TIMEOUT_S = 15.0
+REDIS_OPTIONS = ("socket_timeout", "socket_connect_timeout", "socket_keepalive", "health_check_interval")
 
 
 class LayerUnavailable(RuntimeError):
     """The channel layer (Redis) did not take a ring."""
 
 
-class Doorbell:
+class PubSubPipeline:
+    """Publishes rings for a single-host RedisPubSubChannelLayer in one pipelined round trip."""
+
+    def __init__(self, layer: RedisPubSubChannelLayer, host: dict[str, Any], prefix: str) -> None:
+        self.layer = layer
+        self.prefix = prefix
+        options = {key: host[key] for key in REDIS_OPTIONS if key in host}
+        self.client = redis.Redis.from_url(host["address"], **options)
+
+    def publish(self, rings: Sequence[Ring]) -> None:
+        pipeline = self.client.pipeline(transaction=False)
+        for group, message in rings:
+            pipeline.publish(f"{self.prefix}__group__{group}", self.layer.serialize(message))
+        pipeline.execute()
+
+
+class LayerLoop:
+    """Rings through the layer's own group_send, on a background event loop of its own, so
+    the layer keeps its connections instead of opening new ones per async_to_sync() call."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = 0
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="doorbell", daemon=True).start()
 
-    def ring(self, group: str, message: dict[str, Any]) -> None:
-        """Ring one group without waiting; a failure is logged, never raised."""
-        future = self._submit(self._send_all([(group, message)]))
-        future.add_done_callback(_log_failure)
+    def publish(self, rings: Sequence[Ring]) -> None:
+        self._run(self._send_all(rings)).result(RING_TIMEOUT_S)
 
-    def ring_on_commit(self, group: str, message: dict[str, Any]) -> None:
-        """Ring once the current transaction commits (at once in autocommit)."""
-        transaction.on_commit(partial(self.ring, group, message), robust=True)
-
-    def ring_and_wait(self, rings: Sequence[Ring], timeout: float = RING_TIMEOUT_S) -> None:
-        """Ring every group and wait; raises LayerUnavailable if any ring failed."""
-        if not rings:
-            return
-        future = self._submit(self._send_all(rings))
-        try:
-            future.result(timeout)
-        except Exception as exc:
-            future.cancel()
-            raise LayerUnavailable(f"channel layer did not take {len(rings)} ring(s): {exc!r}") from exc
+    def _run(self, coro: Coroutine[Any, Any, None]) -> Future[None]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     async def _send_all(self, rings: Sequence[Ring]) -> None:
         layer = get_channel_layer()
-        if layer is None:
-            raise LayerUnavailable("no channel layer is configured")
         results = await asyncio.gather(
             *(layer.group_send(group, message) for group, message in rings), return_exceptions=True
         )
@@ -66,24 +83,73 @@ class Doorbell:
         if errors:
             raise errors[0]
 
-    def _submit(self, coro: Coroutine[Any, Any, None]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._running_loop())
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is not None and self._pid == os.getpid():
-            return self._loop
+def publisher_for_layer() -> Callable[[Sequence[Ring]], None]:
+    layer = get_channel_layer()
+    if layer is None:
+        raise LayerUnavailable("no channel layer is configured")
+    if isinstance(layer, RedisPubSubChannelLayer):
+        hosts = layer._kwargs.get("hosts") or []
+        if len(hosts) == 1 and isinstance(hosts[0], dict) and "address" in hosts[0]:
+            return PubSubPipeline(layer, hosts[0], layer._kwargs.get("prefix", "asgi")).publish
+    return LayerLoop().publish
+
+
+class Doorbell:
+    """Rings groups from sync code: waiting (a task that must know) or not (a request)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._publish: Callable[[Sequence[Ring]], None] | None = None
+        self._background: ThreadPoolExecutor | None = None
+
+    def ring_and_wait(self, rings: Sequence[Ring]) -> None:
+        """Ring every group in one go and wait; raises LayerUnavailable if it failed."""
+        if not rings:
+            return
+        publish, _ = self._tools()
+        try:
+            publish(rings)
+        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
+            raise LayerUnavailable(f"channel layer did not take {len(rings)} ring(s): {exc!r}") from exc
+
+    def ring(self, group: str, message: dict[str, Any]) -> None:
+        """Ring one group without waiting; a failure is logged, never raised."""
+        _, background = self._tools()
+        background.submit(self._ring_logged, [(group, message)])
+
+    def ring_on_commit(self, group: str, message: dict[str, Any]) -> None:
+        """Ring once the current transaction commits (at once in autocommit)."""
+        transaction.on_commit(partial(self.ring, group, message), robust=True)
+
+    def forget_layer(self) -> None:
+        """Build the publisher again at the next ring (the layer's settings changed)."""
         with self._lock:
-            # After a fork (Celery's prefork pool) the parent's loop thread is gone.
-            if self._loop is None or self._pid != os.getpid():
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="doorbell", daemon=True).start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
+            self._publish = None
 
+    def _ring_logged(self, rings: Sequence[Ring]) -> None:
+        try:
+            self.ring_and_wait(rings)
+        except LayerUnavailable as exc:
+            logger.warning("doorbell ring lost (clients catch up from the database): %s", exc)
 
-def _log_failure(future: Any) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.warning("doorbell ring lost (clients catch up from the database): %r", future.exception())
+    def _tools(self) -> tuple[Callable[[Sequence[Ring]], None], ThreadPoolExecutor]:
+        if self._publish is not None and self._background is not None and self._pid == os.getpid():
+            return self._publish, self._background
+        with self._lock:
+            # After a fork (Celery's prefork pool) the parent's threads and sockets are not ours.
+            if self._publish is None or self._background is None or self._pid != os.getpid():
+                self._publish = publisher_for_layer()
+                self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="doorbell-ring")
+                self._pid = os.getpid()
+            return self._publish, self._background
 
 
 doorbell = Doorbell()
+
+
+@receiver(setting_changed)
+def _layer_settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CHANNEL_LAYERS":
+        doorbell.forget_layer()

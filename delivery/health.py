@@ -1,4 +1,4 @@
-"""Health checks of what delivery depends on: the database, Redis and the broker."""
+"""Health checks of what delivery depends on: the database, Redis, the broker and the relay."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from collections.abc import Callable
 import redis
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 from kombu import Connection
+
+from events.outbox import relay_last_beat
 
 logger = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 2
+RELAY_STALE_INTERVALS = 3
 
 
 def check_database() -> None:
@@ -35,10 +39,24 @@ def check_broker() -> None:
         broker.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_S)
 
 
+class RelayStale(Exception):
+    """The outbox sweep has not run for three of its intervals (beat or every worker is gone)."""
+
+
+def check_relay() -> None:
+    last = relay_last_beat()
+    if last is None:
+        raise RelayStale("never ran")
+    age = (timezone.now() - last).total_seconds()
+    if age > RELAY_STALE_INTERVALS * settings.EVENTS_RELAY_INTERVAL_S:
+        raise RelayStale(f"last ran {age:.0f} s ago")
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "database": check_database,
     "redis": check_redis,
     "broker": check_broker,
+    "relay": check_relay,
 }
 
 
@@ -50,7 +68,7 @@ def health_report() -> dict[str, str]:
             check()
         except Exception as exc:
             logger.warning("health check %s failed: %r", name, exc)
-            report[name] = f"down: {type(exc).__name__}"
+            report[name] = f"stale: {exc}" if isinstance(exc, RelayStale) else f"down: {type(exc).__name__}"
         else:
             report[name] = "ok"
     return report

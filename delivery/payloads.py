@@ -1,8 +1,17 @@
-"""The JSON shapes of notifications as clients see them (CONTRACT §5), in one place."""
+"""The JSON shapes clients see (docs/PROTOCOL.md) and the channel-layer messages that carry them."""
 
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from delivery.models import Notification
+
+
+def encode_frame(frame: dict[str, Any]) -> str:
+    """A server -> client frame as the text the socket sends."""
+    return json.dumps(frame, separators=(",", ":"))
 
 
 def notification_payload(notification: Notification) -> dict[str, Any]:
@@ -19,15 +28,21 @@ def notification_payload(notification: Notification) -> dict[str, Any]:
     }
 
 
+def notification_frame(notification: Notification, *, unread: int) -> str:
+    return encode_frame({"type": "notification", "notification": notification_payload(notification), "unread": unread})
+
+
 # Channel-layer messages: "type" routes to the consumer method of that name (dots -> _).
 
 
-def notification_created_message(notification: Notification, *, unread: int) -> dict[str, Any]:
+def notifications_created_message(stored: Sequence[tuple[Notification, int]]) -> dict[str, Any]:
+    """One doorbell for one user's new notifications, each with the unread count right
+    after it (consecutive seqs, oldest first). The frames are encoded here, once, not by
+    each socket that forwards them."""
     return {
-        "type": "notification.created",
-        "seq": notification.seq,
-        "unread": unread,
-        "notification": notification_payload(notification),
+        "type": "notifications.created",
+        "first_seq": stored[0][0].seq,
+        "frames": [notification_frame(notification, unread=unread) for notification, unread in stored],
     }
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -19,8 +21,7 @@ from events.models import Event
 from events.registry import Rendered
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):
     """A notification as stored, with its user's unread count right after it was."""
 
     notification: Notification
@@ -33,45 +34,67 @@ class ReadChange:
     unread: int
 
 
-def notifications_store(*, event: Event, rendered: Mapping[int, Rendered]) -> list[Stored]:
-    """Store `event`'s notification for each user in `rendered`, numbering each with that
-    user's next `seq`. Safe to run twice: users who already have one keep it, unchanged.
+def notifications_store(*, items: Sequence[tuple[Event, int, Rendered]]) -> list[Stored]:
+    """Store a notification for each (event, user id, rendered) and number each user's new
+    ones with the next seqs, in the order given. Call inside the transaction that also
+    marks the events delivered. Pairs that are stored already are left as they are.
+
+    The numbers come from one upsert of the users' inbox rows, which locks them in user-id
+    order (two batches that share users cannot deadlock) until commit (so seq N+1 never
+    commits before seq N); then one bulk INSERT of the notifications.
     """
-    user_ids = sorted(rendered)
-    if not user_ids:
+    event_ids = sorted({event.pk for event, _, _ in items})
+    done = set(Notification.objects.filter(event_id__in=event_ids).values_list("event_id", "user_id"))
+    new = [(event, user_id, shown) for event, user_id, shown in items if (event.pk, user_id) not in done]
+    if not new:
         return []
-    Inbox.objects.bulk_create([Inbox(user_id=user_id) for user_id in user_ids], ignore_conflicts=True)
-    with transaction.atomic():
-        # Locked in user-id order, so two workers storing for overlapping users cannot
-        # deadlock; held to commit, so seq N+1 never commits before seq N.
-        inboxes = list(Inbox.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id"))
-        stored = {n.user_id: n for n in Notification.objects.filter(event=event, user_id__in=user_ids)}
-        changed: list[Inbox] = []
-        new: list[Notification] = []
-        for inbox in inboxes:
-            if inbox.user_id in stored:
-                continue
-            inbox.last_seq += 1
-            inbox.unread += 1
-            changed.append(inbox)
-            shown = rendered[inbox.user_id]
-            new.append(
-                Notification(
-                    user_id=inbox.user_id,
-                    seq=inbox.last_seq,
-                    event=event,
-                    event_type=event.type,
-                    title=shown.title,
-                    body=shown.body,
-                    url=shown.url,
-                    data=event.data,
-                )
+    counts = Counter(user_id for _, user_id, _ in new)
+    last = _inboxes_advance(counts)
+    next_seq = {user_id: last[user_id][0] - count + 1 for user_id, count in counts.items()}
+    left = dict(counts)
+    notifications: list[Notification] = []
+    unread_after: list[int] = []
+    for event, user_id, shown in new:
+        notifications.append(
+            Notification(
+                user_id=user_id,
+                seq=next_seq[user_id],
+                event=event,
+                event_type=event.type,
+                title=shown.title,
+                body=shown.body,
+                url=shown.url,
+                data=event.data,
             )
-        Notification.objects.bulk_create(new)
-        Inbox.objects.bulk_update(changed, ["last_seq", "unread"])
-    stored.update((n.user_id, n) for n in new)
-    unread = {inbox.user_id: inbox.unread for inbox in inboxes}
-    return [Stored(stored[user_id], unread[user_id]) for user_id in user_ids if user_id in stored]
+        )
+        next_seq[user_id] += 1
+        left[user_id] -= 1
+        unread_after.append(last[user_id][1] - left[user_id])
+    Notification.objects.bulk_create(notifications)
+    return [Stored(notification, unread) for notification, unread in zip(notifications, unread_after, strict=True)]
+
+
+INBOX_UPSERT_ROWS = 1000  # 3 parameters a row: far under SQLite's 32,766
+
+
+def _inboxes_advance(counts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
+    """Add counts[user] to each user's last_seq and unread (creating missing inboxes);
+    returns {user: (last_seq, unread)} after. Works on PostgreSQL and SQLite 3.35+."""
+    table = connection.ops.quote_name(Inbox._meta.db_table)
+    after: dict[int, tuple[int, int]] = {}
+    users = sorted(counts)
+    with connection.cursor() as cursor:
+        for start in range(0, len(users), INBOX_UPSERT_ROWS):
+            chunk = users[start : start + INBOX_UPSERT_ROWS]
+            cursor.execute(
+                f"INSERT INTO {table} (user_id, last_seq, unread) VALUES "  # noqa: S608 (names are ours)
+                + ", ".join(["(%s, %s, %s)"] * len(chunk))
+                + f" ON CONFLICT (user_id) DO UPDATE SET last_seq = {table}.last_seq + excluded.last_seq,"
+                f" unread = {table}.unread + excluded.unread RETURNING user_id, last_seq, unread",
+                [value for user_id in chunk for value in (user_id, counts[user_id], counts[user_id])],
+            )
+            after.update((user_id, (last_seq, unread)) for user_id, last_seq, unread in cursor.fetchall())
+    return after
 
 
 def notifications_prune(*, created_before: datetime) -> int:

@@ -1,4 +1,4 @@
-"""emit(): write the event row in the caller's transaction and hand it to Celery on commit."""
+"""emit(): one INSERT of the event row in the caller's transaction; the hand-off follows the commit."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from functools import partial
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import IntegrityError, models, transaction
+from django.db import models, transaction
 
 from events.handoff import hand_off
 from events.models import Event
+from events.outbox import event_insert
 from events.registry import InvalidEventData, get_event_type
 
 IDEMPOTENCY_KEY_MAX = 200
@@ -45,29 +46,19 @@ def emit(
     ):
         raise ValueError(f"idempotency_key must be a string of 1 to {IDEMPOTENCY_KEY_MAX} characters")
 
-    fields: dict[str, Any] = {
-        "type": event_type.name,
-        "actor": actor,
-        "data": payload,
-        "recipient_ids": recipient_ids,
-    }
+    event = Event(
+        type=event_type.name,
+        actor=actor,
+        data=payload,
+        recipient_ids=recipient_ids,
+        idempotency_key=idempotency_key,
+    )
     if target is not None:
-        fields["target_type"] = target._meta.label_lower
-        fields["target_id"] = str(target.pk)
-
-    with transaction.atomic():
-        if idempotency_key is not None:
-            existing = Event.objects.filter(idempotency_key=idempotency_key).first()
-            if existing is not None:
-                return existing
-        try:
-            with transaction.atomic():
-                event = Event.objects.create(idempotency_key=idempotency_key, **fields)
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            # A concurrent emit with the same key committed first: first write wins.
-            return Event.objects.get(idempotency_key=idempotency_key)
+        event.target_type = target._meta.label_lower
+        event.target_id = str(target.pk)
+    event, created = event_insert(event)
+    if created:
+        # At once in autocommit; after the caller's commit inside atomic(); never on rollback.
         transaction.on_commit(partial(hand_off.submit, event.pk), robust=True)
     return event
 

@@ -1,41 +1,41 @@
-"""Hands committed events to Celery off the caller's path: a bounded queue and one thread.
+"""Hands committed events to the workers off the caller's path: a bounded queue and one thread.
 
-The request that emitted has already returned when the broker is contacted, so a slow or
-down broker never delays it. Anything this hand-off fails to publish (broker down, queue
-full, process exiting) is still a pending row in the database, and the relay re-drives it.
+The thread publishes whatever accumulated while its previous publish was under way as one
+`deliver_events` task, named, not imported: one event when idle, hundreds under load. The
+request that emitted has returned before the broker is contacted, so a slow or down broker
+never delays it. Whatever is not published (broker down, queue full, process killed) is a
+pending row that the outbox sweep delivers. A process that exits (a script, a cron job,
+`manage.py shell -c`) first gives the thread up to EXIT_FLUSH_S to publish.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
 import threading
 from collections.abc import Callable
 
-from django.db import connections
-
 logger = logging.getLogger(__name__)
 
-QUEUE_MAX = 10_000  # beyond this the relay, not memory, carries the backlog
+DELIVER_EVENTS_TASK = "deliver_events"  # workers/tasks.py registers it under this name
+QUEUE_MAX = 10_000  # beyond this the outbox sweep, not memory, carries the backlog
+BATCH_MAX = 500  # event ids per published task; a delivery claims its own batch anyway
+EXIT_FLUSH_S = 2.0
 
 
-def publish_to_celery(event_id: int) -> None:
-    """Publish the delivery task, then note that the broker has it: from now on the relay
-    waits EVENTS_REDRIVE_AFTER_S, not EVENTS_RELAY_GRACE_S, before re-driving the event."""
-    from django.utils import timezone
+def publish_delivery(event_ids: list[int]) -> None:
+    """Publish one `deliver_events` task for these committed events."""
+    from celery import current_app
 
-    from events.models import Event
-    from workers.tasks import deliver_event_task
-
-    deliver_event_task.apply_async((event_id,), ignore_result=True)
-    Event.objects.filter(pk=event_id, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
+    current_app.send_task(DELIVER_EVENTS_TASK, args=(event_ids,), ignore_result=True)
 
 
 class EventHandOff:
-    """Publishes event ids from a daemon thread, started lazily (and again after a fork)."""
+    """Publishes event ids in batches from a daemon thread, started lazily (again after a fork)."""
 
-    def __init__(self, publish: Callable[[int], None] = publish_to_celery) -> None:
+    def __init__(self, publish: Callable[[list[int]], None] = publish_delivery) -> None:
         # A plain attribute: tests swap it for a recorder.
         self.publish = publish
         # Items are event ids, or a flush() marker that is set once reached.
@@ -43,6 +43,7 @@ class EventHandOff:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._exit_hook_pid = 0
 
     def submit(self, event_id: int) -> None:
         """Queue an event for publishing; never blocks and never raises."""
@@ -50,7 +51,7 @@ class EventHandOff:
         try:
             self._queue.put_nowait(event_id)
         except queue.Full:
-            logger.warning("hand-off queue full; event %s left for the outbox relay", event_id)
+            logger.warning("hand-off queue full; event %s left for the outbox sweep", event_id)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far was published or given up (True if so)."""
@@ -62,6 +63,13 @@ class EventHandOff:
             return False
         return marker.wait(timeout)
 
+    def flush_at_exit(self) -> None:
+        """Publish what this process submitted before it exits, for at most EXIT_FLUSH_S."""
+        if self._thread is None or self._pid != os.getpid():
+            return
+        if not self.flush(timeout=EXIT_FLUSH_S):
+            logger.warning("exiting before the hand-off was done; the outbox sweep delivers the rest")
+
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._pid == os.getpid():
             return
@@ -71,21 +79,34 @@ class EventHandOff:
                 self._queue = queue.Queue(maxsize=QUEUE_MAX)
                 self._thread = threading.Thread(target=self._run, name="event-hand-off", daemon=True)
                 self._thread.start()
+                if self._exit_hook_pid != self._pid:
+                    # Runs before the interpreter stops daemon threads.
+                    atexit.register(self.flush_at_exit)
+                    self._exit_hook_pid = self._pid
 
     def _run(self) -> None:
         while True:
-            event_id = self._queue.get()
-            if isinstance(event_id, threading.Event):
-                event_id.set()
-                continue
-            try:
-                self.publish(event_id)
-            except Exception:
-                # Whatever went wrong, the event is a pending row: the relay re-drives it.
-                logger.warning("could not hand event %s to the broker; the relay will", event_id, exc_info=True)
-            if self._queue.empty():
-                # Idle most of the time: hold no database connection while waiting.
-                connections.close_all()
+            items = [self._queue.get()]
+            while len(items) < BATCH_MAX:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            event_ids = [item for item in items if isinstance(item, int)]
+            if event_ids:
+                try:
+                    self.publish(event_ids)
+                except Exception:
+                    # Whatever went wrong, the events are pending rows: the sweep delivers them.
+                    logger.warning(
+                        "could not hand %d event(s) to the broker (first %s); the outbox sweep will",
+                        len(event_ids),
+                        event_ids[0],
+                        exc_info=True,
+                    )
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
 
 
 hand_off = EventHandOff()

@@ -1,4 +1,7 @@
-"""The event row: written in the caller's transaction, it is the outbox the relay reads."""
+"""The event row is the outbox: written in the caller's transaction, claimed and delivered by workers.
+
+Every state change of a row lives in events/outbox.py; docs/DESIGN.md draws the lifecycle.
+"""
 
 from typing import Any
 
@@ -14,6 +17,7 @@ class Event(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "pending"
         DELIVERED = "delivered", "delivered"
+        SPLIT = "split", "split into parts"
         DEAD = "dead", "dead (gave up)"
 
     type = models.CharField(max_length=100)
@@ -30,22 +34,27 @@ class Event(models.Model):
     recipient_ids = models.JSONField(default=list)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A large fan-out is split into parts, each an event of its own with a slice of the
+    # recipients, so that several workers share it; parts are ordered as their parent.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="parts")
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Attempts that ended without an answer: the worker died or its lease ran out. Errors
+    # of the database or Redis do not count; a renderer that raises is dead at once.
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
-    # Last time the event was handed to the broker (hand-off or relay) or a worker began an
-    # attempt; the relay leaves it alone for EVENTS_REDRIVE_AFTER_S after that.
-    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # The lease: a worker that claimed the event owns it until then. Once it has passed,
+    # any worker may claim the event again; that is how lost work comes back.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True, default="")
+    # After a database or Redis error, the event waits until then (a retry scheduled in
+    # the outbox, not in a broker message that a dying worker could take along).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["created_at"],
-                name="event_pending_idx",
-                condition=models.Q(status="pending"),
-            ),
+            models.Index(fields=["id"], name="event_pending_idx", condition=models.Q(status="pending")),
         ]
 
     def __str__(self) -> str:
@@ -58,3 +67,13 @@ class Event(models.Model):
             return None
         model = apps.get_model(self.target_type)
         return model._default_manager.filter(pk=self.target_id).first()
+
+
+class RelayHeartbeat(models.Model):
+    """When the outbox sweep last ran: /healthz reports a relay that stopped."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    beat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.beat_at:%H:%M:%S}"

@@ -6,6 +6,8 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+# A web process pools its database connections (PostgreSQL): see DATABASES in settings.
+os.environ.setdefault("DATABASE_POOL", "1")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -91,7 +92,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not ":memory:", so the daphne and Celery processes that the end-to-end
     # tests start can open the test database too; one per run, so runs never collide.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"notify-test-{os.getpid()}.sqlite3")}
+elif env.bool("DATABASE_POOL", default=False):
+    # Set by project/asgi.py: an ASGI server runs each request's sync code in a thread of
+    # its own, and a persistent connection per thread opens one per request until the
+    # server has hundreds (Django's docs advise against CONN_MAX_AGE under ASGI). A pool
+    # bounds what one web process holds; requests wait for a free connection instead.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+        "timeout": 10,
+    }
 else:
+    # Workers, beat and commands: one thread each, so one persistent connection each.
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 
@@ -183,24 +196,33 @@ else:
 
 # --- Celery ------------------------------------------------------------------------------
 CELERY_TASK_DEFAULT_QUEUE = REDIS_NAMESPACE
+# The outbox sweep has a queue of its own, which every worker also consumes: a backlog of
+# deliveries cannot hold it up (Celery takes from a worker's queues in turn).
+OUTBOX_SWEEP_QUEUE = f"{REDIS_NAMESPACE}.sweep"
+CELERY_TASK_QUEUES = [Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(OUTBOX_SWEEP_QUEUE)]
+CELERY_TASK_ROUTES = {
+    "outbox_sweep": {"queue": OUTBOX_SWEEP_QUEUE},
+    "workers.tasks.prune_expired_task": {"queue": OUTBOX_SWEEP_QUEUE},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
-# A child killed by a signal (OOM, SIGKILL) re-queues its task instead of acking it.
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A task whose worker died is not handed to another by the broker: the outbox's leases
+# bring its events back (workers/tasks.py), whatever became of the broker message.
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Longer than any task (time limit 300 s) and any retry countdown (max 600 s), so
-    # Redis never hands a running or waiting task to a second worker.
+    # Longer than any task may run (time limit 300 s), so Redis never hands a running task
+    # to a second worker; a lost one is the outbox's business, not the broker's.
     "visibility_timeout": 3600,
     "socket_connect_timeout": 3,
     "socket_timeout": 10,
 }
-# Publishing gives up fast: the outbox relay re-drives whatever was not handed over.
+# Publishing gives up fast: the outbox sweep delivers whatever was not handed over.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,
@@ -208,18 +230,20 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 1,
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+# Beat's schedule is all intervals: nothing worth a file on disk, so `celery beat` starts
+# in a fresh clone with no folder to create first.
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 
 # --- Events and delivery -----------------------------------------------------------------
-# How often beat runs the outbox relay, and how old an unfinished event must be before
-# the relay re-drives it (the on-commit hand-off normally gets there first).
-EVENTS_RELAY_INTERVAL_S = env.float("EVENTS_RELAY_INTERVAL_S", default=10.0)
-EVENTS_RELAY_GRACE_S = env.float("EVENTS_RELAY_GRACE_S", default=30.0)
-# How long an event that the broker has (or a worker began) may stay unfinished before the
-# relay re-drives it: longer than a task may run (CELERY_TASK_TIME_LIMIT), far shorter
-# than the broker's visibility timeout (an hour) after which Redis itself would redeliver.
-EVENTS_REDRIVE_AFTER_S = env.float("EVENTS_REDRIVE_AFTER_S", default=300.0)
-# Attempts (including runs killed mid-way) before an event is dead-lettered.
+# How often beat runs the outbox sweep (the relay): it delivers what nobody holds, such as
+# events whose hand-off was lost or whose worker died. /healthz reports it stale after
+# three intervals without a run.
+EVENTS_RELAY_INTERVAL_S = env.float("EVENTS_RELAY_INTERVAL_S", default=2.0)
+# How long a worker owns the events it claimed. Longer than a batch takes (milliseconds
+# to a second or two); a worker that dies holding events gives them back when it runs out.
+EVENTS_LEASE_S = env.float("EVENTS_LEASE_S", default=15.0)
+# Attempts that may end without an answer (the worker died, the lease ran out) before an
+# event is dead-lettered. Database and Redis errors do not count.
 EVENTS_MAX_ATTEMPTS = env.int("EVENTS_MAX_ATTEMPTS", default=8)
 
 # Extra modules that register event types when Django starts (apps register their own in
@@ -235,9 +259,11 @@ WS_RECONCILE_INTERVAL_S = env.float("WS_RECONCILE_INTERVAL_S", default=30.0)
 NOTIFICATIONS_RETENTION_DAYS = env.int("NOTIFICATIONS_RETENTION_DAYS", default=90)
 
 CELERY_BEAT_SCHEDULE = {
-    "relay-pending-events": {
-        "task": "workers.tasks.relay_pending_events_task",
+    "outbox-sweep": {
+        "task": "outbox_sweep",
         "schedule": EVENTS_RELAY_INTERVAL_S,
+        # A sweep that could not run in time is dropped, not queued up behind the next.
+        "options": {"expires": EVENTS_RELAY_INTERVAL_S},
     },
     "prune-expired": {
         "task": "workers.tasks.prune_expired_task",

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection
 
-from events.handoff import hand_off, publish_to_celery
+from events.handoff import hand_off, publish_delivery
 from events.models import Event
 from tests.live import LiveStack, database_url
 
@@ -28,16 +28,16 @@ def published_events(request: pytest.FixtureRequest) -> Iterator[list[int]]:
     trusting the teardown order of other fixtures (a test's own monkeypatch of
     hand_off.publish is undone after this fixture's teardown, and put a recorder back)."""
     if request.node.get_closest_marker("live"):
-        hand_off.publish = publish_to_celery
+        hand_off.publish = publish_delivery
         yield []
         return
     recorded: list[int] = []
-    hand_off.publish = recorded.append
+    hand_off.publish = recorded.extend
     try:
         yield recorded
     finally:
         hand_off.flush(timeout=5)
-        hand_off.publish = publish_to_celery
+        hand_off.publish = publish_delivery
 
 
 @pytest.fixture

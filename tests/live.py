@@ -93,11 +93,11 @@ class LiveStack:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/notifications/"
 
-    def spawn(self, name: str, *command: str) -> ManagedProcess:
+    def spawn(self, name: str, *command: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> ManagedProcess:
         log_path = self.workdir / f"{name}.log"
         log = log_path.open("ab")
         popen = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=cwd, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         process = ManagedProcess(name=name, popen=popen, log_path=log_path)
         self.processes.append(process)
@@ -156,11 +156,18 @@ class LiveStack:
         return "\n".join(f"===== {p.name} =====\n{p.log()[-6000:]}" for p in self.processes)
 
     def _web_answers(self) -> bool:
+        """Whether daphne answers HTTP: /healthz may say 503 until beat's first sweep."""
         try:
             with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=2) as response:  # noqa: S310 (our URL)
                 return response.status == 200
+        except urllib.error.HTTPError:
+            return True
         except (urllib.error.URLError, OSError):
             return False
+
+    def wait_ready(self, process: ManagedProcess, ready: Any) -> None:
+        """Wait until `ready()` holds, failing at once if the process exits first."""
+        self._wait(process, ready)
 
     def _wait(self, process: ManagedProcess, ready: Any) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

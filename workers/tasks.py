@@ -1,46 +1,51 @@
-"""Celery tasks. Thin: take ids, call a service, declare the retry policy."""
+"""Celery tasks. Thin: call a service, declare how the task runs.
+
+Retries are not Celery's: a delivery that meets a database error gives its events back to
+the outbox with a next-attempt time, and a worker that dies leaves leases that run out.
+So re-delivery depends on the database alone, never on a broker message surviving.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-from celery import Task, shared_task
+from celery import shared_task
+from celery.signals import task_failure
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.utils import timezone
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from delivery.credentials import tickets_purge_expired
-from delivery.fanout import event_deliver, event_give_up
+from delivery.deliver_events import deliver_events
 from delivery.services import notifications_prune
-from events.relay import events_prune, events_redrive
-from workers.broker import broker_queue_is_empty
+from events.handoff import DELIVER_EVENTS_TASK, hand_off
+from events.outbox import events_prune, events_release_crashed, relay_heartbeat
 
-# Faults that pass: the database or Redis is restarting. Anything else (a renderer bug,
-# an unknown type) fails the same way every time, so it is dead-lettered at once. A
-# doorbell that cannot ring is not among them: see event_deliver.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
-
-
-class DeliverEventTask(Task):
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        event_id = args[0] if args else kwargs["event_id"]
-        event_give_up(event_id=event_id, error=f"{type(exc).__name__}: {exc}")
+OUTBOX_SWEEP_TASK = "outbox_sweep"
+# A sweep stops after this long, so that the next one (EVENTS_RELAY_INTERVAL_S later) is
+# never queued behind it for long.
+SWEEP_BUDGET_S = 20.0
 
 
-@shared_task(
-    base=DeliverEventTask,
-    acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=300,
-    retry_jitter=True,
-    max_retries=8,
-)
-def deliver_event_task(event_id: int) -> None:
-    event_deliver(event_id=event_id)
+def wake_workers(count: int) -> None:
+    """Publish `count` more deliver_events tasks, so idle worker processes help."""
+    for _ in range(count):
+        hand_off.publish([])
+
+
+@shared_task(name=DELIVER_EVENTS_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=False)
+def deliver_events_task(event_ids: list[int] | None = None) -> int:
+    """Deliver due events, oldest first: those handed off (`event_ids`, for the log) and
+    whatever else is due by then."""
+    return deliver_events(token=deliver_events_task.request.id or "eager", wake=wake_workers)
+
+
+@shared_task(name=OUTBOX_SWEEP_TASK, ignore_result=True)
+def outbox_sweep_task() -> int:
+    """The relay, every EVENTS_RELAY_INTERVAL_S from beat, in a queue of its own: delivers
+    whatever is due and nobody holds (lost hand-offs, expired leases, deferred retries)."""
+    relay_heartbeat()
+    return deliver_events(token=outbox_sweep_task.request.id or "eager", budget_s=SWEEP_BUDGET_S, wake=wake_workers)
 
 
 @shared_task(ignore_result=True)
@@ -54,11 +59,10 @@ def prune_expired_task() -> int:
     return pruned
 
 
-@shared_task(ignore_result=True)
-def relay_pending_events_task() -> int:
-    due = events_redrive(
-        grace_s=settings.EVENTS_RELAY_GRACE_S,
-        redrive_after_s=settings.EVENTS_REDRIVE_AFTER_S,
-        queue_is_empty=broker_queue_is_empty,
-    )
-    return len(due)
+@task_failure.connect
+def release_claims_of_lost_delivery(sender: Any = None, task_id: str | None = None, **kwargs: Any) -> None:
+    """A delivery's process died (or hit the time limit): its events are due again now,
+    each counting an attempt, instead of after their lease. Sent in the worker's main
+    process, which outlives the child that died."""
+    if task_id and getattr(sender, "name", None) in (DELIVER_EVENTS_TASK, OUTBOX_SWEEP_TASK):
+        events_release_crashed(token=task_id)

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import connections
+from django.db import connections, transaction
 
 from delivery.models import Notification
 from delivery.services import notifications_store
 from events import emit
+from events.outbox import events_mark_delivered
 from events.registry import Rendered
 from tests.events.conftest import event_types, fast_password_hashing, private_channel_layer, rings
 
@@ -44,8 +45,11 @@ def store_notices(db: None) -> Callable[..., list[Notification]]:
         stored: list[Notification] = []
         for number in range(1, count + 1):
             event = emit("notice", recipients=list(users), data={"title": f"{title} {number}"})
-            rendered = {user.pk: Rendered(title=f"{title} {number}") for user in users}
-            stored += [s.notification for s in notifications_store(event=event, rendered=rendered)]
+            rendered = Rendered(title=f"{title} {number}")
+            items = [(event, user.pk, rendered) for user in sorted(users, key=lambda u: u.pk)]
+            with transaction.atomic():
+                stored += [s.notification for s in notifications_store(items=items)]
+                events_mark_delivered([event.pk])
         return stored
 
     return store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -11,7 +12,8 @@ from rest_framework.test import APIClient
 
 from delivery.credentials import TICKET_TTL, ticket_redeem, token_authenticate, token_issue, tokens_revoke
 from delivery.models import Inbox, Notification
-from events.models import Event
+from events.models import Event, RelayHeartbeat
+from events.outbox import relay_heartbeat
 from messaging.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -442,18 +444,21 @@ def test_a_wrong_method_answers_405_in_json(as_user, alice) -> None:
     assert_json_error(as_user(alice).get("/api/notifications/read-all/"), 405)
 
 
-def test_healthz_answers_200_when_database_redis_and_broker_answer(client) -> None:
+def test_healthz_answers_200_when_database_redis_broker_and_relay_answer(client) -> None:
+    relay_heartbeat()
+
     response = client.get("/healthz")
 
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",
         "down": [],
-        "checks": {"database": "ok", "redis": "ok", "broker": "ok"},
+        "checks": {"database": "ok", "redis": "ok", "broker": "ok", "relay": "ok"},
     }
 
 
 def test_healthz_answers_503_naming_what_is_down(client, settings) -> None:
+    relay_heartbeat()
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
     response = client.get("/healthz")
@@ -462,6 +467,31 @@ def test_healthz_answers_503_naming_what_is_down(client, settings) -> None:
     body = response.json()
     assert body["down"] == ["redis"]
     assert body["checks"]["redis"].startswith("down: ")
+
+
+def test_healthz_reports_a_relay_that_has_not_run_for_three_intervals(client, settings) -> None:
+    settings.EVENTS_RELAY_INTERVAL_S = 2.0
+    RelayHeartbeat.objects.create(name="outbox", beat_at=timezone.now() - timedelta(seconds=6.2))
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["relay"]
+    assert response.json()["checks"]["relay"] == "stale: last ran 6 s ago"
+
+
+def test_healthz_reports_a_relay_that_never_ran(client) -> None:
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["relay"] == "stale: never ran"
+
+
+def test_a_relay_that_ran_within_three_intervals_is_fine(client, settings) -> None:
+    settings.EVENTS_RELAY_INTERVAL_S = 2.0
+    RelayHeartbeat.objects.create(name="outbox", beat_at=timezone.now() - timedelta(seconds=5.5))
+
+    assert client.get("/healthz").json()["checks"]["relay"] == "ok"
 
 
 def test_the_database_being_down_answers_503_json_with_retry_after(staff_token: str, alice, monkeypatch) -> None:

@@ -21,12 +21,13 @@ from rest_framework.test import APIClient
 
 from delivery.consumers import FRAME_MAX_BYTES
 from delivery.credentials import ticket_redeem, token_issue, tokens_revoke
-from delivery.fanout import event_deliver
 from delivery.groups import user_group
 from delivery.models import Notification, SocketTicket
-from delivery.payloads import notification_created_message
+from delivery.payloads import notifications_created_message
+from delivery.services import Stored
 from events import emit
 from project.asgi import application
+from tests.events.conftest import deliver_due
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_async_db_connections")]
 
@@ -614,13 +615,18 @@ def test_mark_all_read_tells_the_tab_which_ids_were_read(alice, bob, alice_heade
 # --- doorbells --------------------------------------------------------------------------------------
 
 
+def doorbell_message(notification: Notification, *, unread: int) -> dict[str, Any]:
+    """The doorbell a worker rings for one stored notification."""
+    return notifications_created_message([Stored(notification, unread)])
+
+
 def test_a_delivered_event_reaches_the_open_socket(alice, bob, alice_headers) -> None:
-    event = emit("notice", recipients=[alice], data={"title": "Deploy finished"})
+    emit("notice", recipients=[alice], data={"title": "Deploy finished"})
 
     async def scenario() -> tuple[dict[str, Any], bool]:
         socket = Socket(alice_headers)
         await socket.open_authenticated()
-        await database_sync_to_async(event_deliver)(event_id=event.pk)
+        await database_sync_to_async(deliver_due)()
         frame = await socket.frame()
         answered = await socket.still_answers()
         await socket.shut()
@@ -641,7 +647,7 @@ def test_a_doorbell_past_a_gap_sends_the_missing_notifications_in_order(alice, a
         hello = await socket.open_authenticated()
         assert hello["last_seq"] == 0
         stored = await database_sync_to_async(store_notices)(alice, count=3)  # rings for 1 and 2 went missing
-        await get_channel_layer().group_send(user_group(alice.pk), notification_created_message(stored[2], unread=3))
+        await get_channel_layer().group_send(user_group(alice.pk), doorbell_message(stored[2], unread=3))
         frames = await socket.frames(3)
         answered = await socket.still_answers()
         await socket.shut()
@@ -658,13 +664,13 @@ def test_a_doorbell_for_a_seq_already_sent_sends_nothing(alice, alice_headers, s
         await socket.open_authenticated()
         first, second = await database_sync_to_async(store_notices)(alice, count=2)
         layer, group = get_channel_layer(), user_group(alice.pk)
-        await layer.group_send(group, notification_created_message(second, unread=2))
+        await layer.group_send(group, doorbell_message(second, unread=2))
         sent = seqs(await socket.frames(2))
         for late_or_repeated in (first, second, second):
-            await layer.group_send(group, notification_created_message(late_or_repeated, unread=2))
+            await layer.group_send(group, doorbell_message(late_or_repeated, unread=2))
         (third,) = await database_sync_to_async(store_notices)(alice, title="Third")
         # The layer keeps one group's messages in order: had a repeat been sent, it would come first.
-        await layer.group_send(group, notification_created_message(third, unread=3))
+        await layer.group_send(group, doorbell_message(third, unread=3))
         sent += seqs([await socket.frame()])
         await socket.shut()
         return sent
@@ -677,8 +683,10 @@ def test_the_next_seq_is_forwarded_from_the_doorbell_itself(alice, alice_headers
         socket = Socket(alice_headers)
         await socket.open_authenticated()
         (stored,) = await database_sync_to_async(store_notices)(alice)
-        message = notification_created_message(stored, unread=1)
-        message["notification"]["title"] = "as rung"
+        message = doorbell_message(stored, unread=1)
+        frame = json.loads(message["frames"][0])
+        frame["notification"]["title"] = "as rung"
+        message["frames"][0] = json.dumps(frame)
         await get_channel_layer().group_send(user_group(alice.pk), message)
         frame = await socket.frame()
         await socket.shut()
@@ -696,8 +704,8 @@ def test_another_users_doorbell_never_reaches_the_socket(alice, bob, alice_heade
         (bobs,) = await database_sync_to_async(store_notices)(bob)
         (alices,) = await database_sync_to_async(store_notices)(alice)
         layer = get_channel_layer()
-        await layer.group_send(user_group(bob.pk), notification_created_message(bobs, unread=1))
-        await layer.group_send(user_group(alice.pk), notification_created_message(alices, unread=1))
+        await layer.group_send(user_group(bob.pk), doorbell_message(bobs, unread=1))
+        await layer.group_send(user_group(alice.pk), doorbell_message(alices, unread=1))
         frame = await socket.frame()  # bob's, had it leaked, would have come first
         await socket.shut()
         return frame
@@ -710,7 +718,8 @@ def test_live_pushes_plus_a_resumed_replay_equal_what_is_stored(alice, alice_hea
     """The delivery invariant in one process: no gaps, no duplicates, nothing foreign."""
 
     def deliver(title: str) -> None:
-        event_deliver(event_id=emit("notice", recipients=[alice], data={"title": title}).pk)
+        emit("notice", recipients=[alice], data={"title": title})
+        deliver_due()
 
     async def scenario() -> list[int]:
         received: list[int] = []

@@ -14,7 +14,7 @@ from delivery.models import Inbox, Notification
 from delivery.selectors import cursor_is_resumable
 from delivery.services import notifications_mark_read, notifications_prune
 from events.models import Event
-from events.relay import events_prune, events_requeue
+from events.outbox import events_prune, events_requeue
 
 pytestmark = pytest.mark.django_db
 
@@ -103,5 +103,10 @@ def test_a_dead_event_can_be_queued_again_and_a_pending_one_is_left_alone(alice)
 
     dead.refresh_from_db()
     pending.refresh_from_db()
-    assert (dead.status, dead.attempts, dead.dispatched_at) == (Event.Status.PENDING, 0, None)
+    assert (dead.status, dead.attempts, dead.claimed_until, dead.next_attempt_at) == (
+        Event.Status.PENDING,
+        0,
+        None,
+        None,
+    )
     assert pending.attempts == 2

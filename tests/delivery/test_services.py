@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 def store(*users, title: str = "Hello") -> list:  # type: ignore[no-untyped-def]
     event = emit("notice", recipients=list(users), data={"title": title})
-    return notifications_store(event=event, rendered={user.pk: Rendered(title=title) for user in users})
+    return notifications_store(items=[(event, user.pk, Rendered(title=title)) for user in users])
 
 
 def unread_ids(user) -> list[int]:  # type: ignore[no-untyped-def]
@@ -44,22 +44,20 @@ def test_each_user_numbers_their_notifications_from_one(alice, bob) -> None:
     assert (Inbox.objects.get(user=bob).last_seq, Inbox.objects.get(user=bob).unread) == (3, 3)
 
 
-def test_storing_the_same_event_twice_keeps_the_first_notification(alice) -> None:
+def test_storing_the_same_event_twice_keeps_the_first_notification_and_numbers_nothing(alice) -> None:
     event = emit("notice", recipients=[alice], data={"title": "once"})
-    (first,) = notifications_store(event=event, rendered={alice.pk: Rendered(title="once")})
+    (first,) = notifications_store(items=[(event, alice.pk, Rendered(title="once"))])
 
-    (again,) = notifications_store(event=event, rendered={alice.pk: Rendered(title="rendered differently")})
+    again = notifications_store(items=[(event, alice.pk, Rendered(title="rendered differently"))])
 
-    assert again.notification.pk == first.notification.pk
-    assert again.notification.title == "once"
-    assert again.unread == 1
-    assert Inbox.objects.get(user=alice).last_seq == 1
+    assert again == []
+    assert Notification.objects.get().title == "once"
+    assert Notification.objects.get().pk == first.notification.pk
+    assert (Inbox.objects.get(user=alice).last_seq, Inbox.objects.get(user=alice).unread) == (1, 1)
 
 
 def test_storing_for_nobody_stores_nothing(alice) -> None:
-    event = emit("notice", recipients=[alice], data={"title": "t"})
-
-    assert notifications_store(event=event, rendered={}) == []
+    assert notifications_store(items=[]) == []
     assert not Inbox.objects.exists()
 
 

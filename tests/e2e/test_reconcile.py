@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from django.contrib.sessions.models import Session
+from django.db import transaction
 
 from delivery.consumers import CLOSE_UNAUTHENTICATED
 from delivery.credentials import token_issue
@@ -22,9 +23,11 @@ pytestmark = pytest.mark.live
 
 def store_without_ringing(user) -> None:  # type: ignore[no-untyped-def]
     """A notification whose doorbell was lost: stored, never rung."""
-    event = Event.objects.create(type="notice", data={"title": "rung by nobody"}, recipient_ids=[user.pk])
-    notifications_store(event=event, rendered={user.pk: Rendered(title="rung by nobody")})
-    Event.objects.filter(pk=event.pk).update(status=Event.Status.DELIVERED)
+    event = Event.objects.create(
+        type="notice", data={"title": "rung by nobody"}, recipient_ids=[user.pk], status=Event.Status.DELIVERED
+    )
+    with transaction.atomic():
+        notifications_store(items=[(event, user.pk, Rendered(title="rung by nobody"))])
 
 
 def test_a_notification_whose_doorbell_was_lost_arrives_by_reconcile(live_stack: LiveStack, alice) -> None:

@@ -80,3 +80,10 @@ def rings(monkeypatch: pytest.MonkeyPatch) -> list[Ring]:
     monkeypatch.setattr(doorbell, "ring_and_wait", ring_and_wait)
     monkeypatch.setattr(doorbell, "ring", ring)
     return rung
+
+
+def deliver_due() -> int:
+    """What a worker's deliver_events task does, in this process: every due event, now."""
+    from delivery.deliver_events import deliver_events
+
+    return deliver_events(token="test")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from delivery.fanout import event_deliver
 from delivery.models import Notification
 from events import emit
 from events.builtin import describe_browser
 from events.models import Event
 from events.signals import USER_AGENT_MAX
 from tests.conftest import PASSWORD
+from tests.events.conftest import deliver_due
 
 CHROME_ON_LINUX = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -90,7 +90,7 @@ def test_the_sign_in_event_does_not_store_the_session_key(client, alice) -> None
 def test_the_sign_in_notification_names_the_browser(client, alice, bob, rings) -> None:
     log_in(client, "alice", FIREFOX_ON_WINDOWS)
 
-    event_deliver(event_id=Event.objects.get().pk)
+    deliver_due()
 
     notification = Notification.objects.get()
     assert notification.user == alice
@@ -101,9 +101,9 @@ def test_the_sign_in_notification_names_the_browser(client, alice, bob, rings) -
 
 @pytest.mark.django_db
 def test_a_sign_in_event_naming_more_than_its_owner_reaches_nobody(alice, bob, rings) -> None:
-    event = emit("auth.new_sign_in", recipients=[alice, bob], actor=alice, data={"user_agent": CHROME_ON_LINUX})
+    emit("auth.new_sign_in", recipients=[alice, bob], actor=alice, data={"user_agent": CHROME_ON_LINUX})
 
-    event_deliver(event_id=event.pk)
+    deliver_due()
 
     assert not Notification.objects.exists()
 
@@ -111,9 +111,9 @@ def test_a_sign_in_event_naming_more_than_its_owner_reaches_nobody(alice, bob, r
 @pytest.mark.django_db
 def test_a_notice_is_shown_as_given(alice, rings) -> None:
     data = {"title": "<b>Deploy</b> finished", "body": "</script><img src=x onerror=alert(1)>", "url": "/deploys/41"}
-    event = emit("notice", recipients=[alice], data=data)
+    emit("notice", recipients=[alice], data=data)
 
-    event_deliver(event_id=event.pk)
+    deliver_due()
 
     notification = Notification.objects.get()
     assert (notification.title, notification.body, notification.url) == (data["title"], data["body"], data["url"])

@@ -17,15 +17,17 @@ class GatedPublisher:
 
     def __init__(self, *, open_: bool = True) -> None:
         self.published: list[int] = []
+        self.batches: list[list[int]] = []
         self.gate = threading.Event()
         self.entered = threading.Event()
         if open_:
             self.gate.set()
 
-    def __call__(self, event_id: int) -> None:
+    def __call__(self, event_ids: list[int]) -> None:
         self.entered.set()
         assert self.gate.wait(10), "the test never opened the gate"
-        self.published.append(event_id)
+        self.published.extend(event_ids)
+        self.batches.append(list(event_ids))
 
 
 def test_submit_returns_at_once_while_the_broker_is_slow() -> None:
@@ -49,9 +51,9 @@ def test_submit_returns_at_once_while_the_broker_is_slow() -> None:
 def test_flush_waits_until_everything_submitted_was_published() -> None:
     published: list[int] = []
 
-    def slow_publish(event_id: int) -> None:
+    def slow_publish(event_ids: list[int]) -> None:
         time.sleep(0.02)
-        published.append(event_id)
+        published.extend(event_ids)
 
     hand_off = EventHandOff(publish=slow_publish)
     for event_id in range(10):
@@ -75,21 +77,22 @@ def test_flush_gives_up_after_its_timeout_while_the_broker_hangs() -> None:
 def test_a_publish_that_raises_is_logged_and_the_next_event_still_goes_out(caplog: pytest.LogCaptureFixture) -> None:
     published: list[int] = []
 
-    def flaky_publish(event_id: int) -> None:
-        if event_id == 1:
+    def flaky_publish(event_ids: list[int]) -> None:
+        if 1 in event_ids:
             raise ConnectionError("broker down")
-        published.append(event_id)
+        published.extend(event_ids)
 
     hand_off = EventHandOff(publish=flaky_publish)
     with caplog.at_level(logging.WARNING, logger="events.handoff"):
         hand_off.submit(1)
+        assert hand_off.flush(timeout=5)
         hand_off.submit(2)
         assert hand_off.flush(timeout=5)
 
     assert published == [2]
     (record,) = [r for r in caplog.records if r.name == "events.handoff"]
     assert record.levelno == logging.WARNING
-    assert "could not hand event 1 to the broker" in record.getMessage()
+    assert "could not hand 1 event(s) to the broker (first 1)" in record.getMessage()
     assert record.exc_info is not None
     assert record.exc_info[0] is ConnectionError
 
@@ -115,7 +118,7 @@ def test_a_full_queue_drops_the_event_with_a_warning_and_does_not_block(
     assert hand_off.flush(timeout=5)
     assert publisher.published == [1, 2, 3]
     assert [r.getMessage() for r in caplog.records if r.name == "events.handoff"] == [
-        "hand-off queue full; event 4 left for the outbox relay"
+        "hand-off queue full; event 4 left for the outbox sweep"
     ]
 
 
@@ -137,8 +140,69 @@ def test_a_hand_off_inherited_across_a_fork_starts_a_thread_of_its_own() -> None
 
 
 def test_the_thread_is_a_daemon_so_it_never_holds_a_process_open() -> None:
-    hand_off = EventHandOff(publish=lambda event_id: None)
+    hand_off = EventHandOff(publish=lambda event_ids: None)
     hand_off.submit(1)
 
     assert hand_off._thread is not None
     assert hand_off._thread.daemon
+
+
+def test_what_accumulates_while_a_publish_is_under_way_goes_out_as_one_batch() -> None:
+    publisher = GatedPublisher(open_=False)
+    hand_off = EventHandOff(publish=publisher)
+    try:
+        hand_off.submit(1)
+        assert publisher.entered.wait(5)  # 1 is being published; the broker is slow
+        for event_id in range(2, 102):
+            hand_off.submit(event_id)
+    finally:
+        publisher.gate.set()
+
+    assert hand_off.flush(timeout=5)
+    assert publisher.batches == [[1], list(range(2, 102))]
+
+
+def test_a_batch_is_capped_so_one_task_message_stays_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handoff, "BATCH_MAX", 10)
+    publisher = GatedPublisher(open_=False)
+    hand_off = EventHandOff(publish=publisher)
+    try:
+        hand_off.submit(0)
+        assert publisher.entered.wait(5)
+        for event_id in range(1, 26):
+            hand_off.submit(event_id)
+    finally:
+        publisher.gate.set()
+
+    assert hand_off.flush(timeout=5)
+    assert [len(batch) for batch in publisher.batches] == [1, 10, 10, 5]
+    assert publisher.published == list(range(26))
+
+
+def test_at_exit_a_process_publishes_what_it_submitted_and_waits_no_longer_than_it_must() -> None:
+    published: list[int] = []
+    hand_off = EventHandOff(publish=lambda event_ids: (time.sleep(0.05), published.extend(event_ids)))
+    hand_off.submit(1)
+    hand_off.submit(2)
+
+    started = time.monotonic()
+    hand_off.flush_at_exit()
+
+    assert published == [1, 2]
+    assert time.monotonic() - started < handoff.EXIT_FLUSH_S
+
+
+def test_at_exit_a_hung_broker_delays_the_exit_by_at_most_the_exit_flush_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handoff, "EXIT_FLUSH_S", 0.3)
+    publisher = GatedPublisher(open_=False)
+    hand_off = EventHandOff(publish=publisher)
+    hand_off.submit(1)
+    hand_off.submit(2)
+    try:
+        started = time.monotonic()
+        hand_off.flush_at_exit()
+        elapsed = time.monotonic() - started
+    finally:
+        publisher.gate.set()
+
+    assert 0.25 < elapsed < 2.0

@@ -103,8 +103,6 @@ def fault_env(*, database_url: str, redis: PrivateRedis, **overrides: str) -> di
         # Short timers, so that repairs happen within a test's patience.
         WS_RECONCILE_INTERVAL_S="2",
         EVENTS_RELAY_INTERVAL_S="1",
-        EVENTS_RELAY_GRACE_S="3",
-        EVENTS_REDRIVE_AFTER_S="5",
     )
     env.update(overrides)
     return env
@@ -119,7 +117,7 @@ def fault_env(*, database_url: str, redis: PrivateRedis, **overrides: str) -> di
 # the fault tests play that supervisor, say when they had to step in, and then assert the
 # whole promise.
 WORKER_CRASH = "Unrecoverable error: AttributeError"
-SILENT_S = 6.0  # beat sends the relay task every second: a live worker logs "received" often
+SILENT_S = 6.0  # beat sends the outbox sweep every second: a live worker logs "received" often
 
 
 def the_worker(stack: FaultStack) -> Any:

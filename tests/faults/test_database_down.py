@@ -3,8 +3,9 @@
 While the database is down an emit cannot write its event row, so the API answers with an
 error and that event was never accepted: it does not count. Every event the API accepted
 (202) must reach every tab exactly once after the database is back, with the same web and
-worker processes: tasks that met the outage retry with backoff, the relay re-drives what
-is still pending, and the sockets fill their gaps from the database.
+worker processes: a delivery that met the outage gives its events back to the outbox (or
+its lease runs out), the outbox sweep delivers them once the database answers, and the
+sockets fill their gaps from the database.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ pytestmark = [pytest.mark.live, pytest.mark.faults]
 USERS = ("alice", "bob")
 LIVE = 8  # delivered before the fault
 BURST = 10  # emitted at once right before the kill: tasks queued and running when it hits
+# One slow event in the burst (its renderer sleeps), so a delivery is certainly mid-way when
+# the database goes: its events are still pending when the database comes back.
+SLOW_LEAD_S = 0.5
 DOWN_S = 30.0  # TESTPLAN row 13
 AFTER = 12  # emitted once the database is back
 
@@ -37,18 +41,22 @@ class Outcome:
     refused_latencies: list[float] = field(default_factory=list)
     accepted_while_down: int = 0
     settled_after_s: float | None = None  # from the database's restart until every tab caught up
+    interrupted: int = 0  # accepted before the outage, not delivered when it began
 
     def summary(self) -> str:
         slowest = max(self.refused_latencies, default=0.0)
         return (
             f"{self.accepted} events accepted ({self.accepted_while_down} while the database was down); "
             f"refused while down: {dict(self.refused)}, slowest refusal {slowest:.3f} s; "
+            f"{self.interrupted} not yet delivered when it went down; "
             f"tabs caught up {self.settled_after_s and round(self.settled_after_s, 1)} s after the restart; "
             f"connections per tab {[tab.connections for tab in self.tabs]}"
         )
 
 
-def stream_through_a_database_outage(stack: FaultStack, *, settle_s: float) -> Outcome:
+def stream_through_a_database_outage(stack: FaultStack, *, settle_s: float, emit_after: bool = True) -> Outcome:
+    """Emits before, during and (with `emit_after`) after the outage; emits after it only
+    once the tabs caught up, so that what caught them up is not a later emit's delivery."""
     assert stack.postgres is not None
 
     async def scenario() -> Outcome:
@@ -57,11 +65,11 @@ def stream_through_a_database_outage(stack: FaultStack, *, settle_s: float) -> O
         assert await wait_until(lambda: all(tab.connections for tab in tabs), timeout=15)
         titles = iter(range(10_000))
 
-        async def emit() -> bool:
+        async def emit(event_type: str = "notice") -> bool:
             title = f"event {next(titles)}"
             started = time.monotonic()
             try:
-                await asyncio.to_thread(stack.emit, list(USERS), title)
+                await asyncio.to_thread(stack.emit, list(USERS), title, event_type=event_type)
             except urllib.error.HTTPError as error:
                 outcome.refused[error.code] += 1
                 outcome.refused_latencies.append(time.monotonic() - started)
@@ -73,9 +81,12 @@ def stream_through_a_database_outage(stack: FaultStack, *, settle_s: float) -> O
             assert await emit()
         assert await wait_until(lambda: all(tab.cursor == LIVE for tab in tabs), timeout=20)
 
+        assert await emit("test.slow")
         for accepted in await asyncio.gather(*(emit() for _ in range(BURST))):
             assert accepted
+        await asyncio.sleep(SLOW_LEAD_S)
         await asyncio.to_thread(stack.postgres.kill)
+        outcome.interrupted = outcome.accepted - min(tab.cursor for tab in tabs)
         down_until = time.monotonic() + DOWN_S
         while time.monotonic() < down_until:
             outcome.accepted_while_down += await emit()
@@ -83,11 +94,13 @@ def stream_through_a_database_outage(stack: FaultStack, *, settle_s: float) -> O
         await asyncio.to_thread(stack.postgres.start)
         restarted = time.monotonic()
 
-        for _ in range(AFTER):
-            assert await emit(), "the web process did not recover from the outage"
-            await asyncio.sleep(0.1)
         if await wait_until(lambda: all(tab.cursor == outcome.accepted for tab in tabs), timeout=settle_s):
             outcome.settled_after_s = time.monotonic() - restarted
+        if emit_after and outcome.settled_after_s is not None:
+            for _ in range(AFTER):
+                assert await emit(), "the web process did not recover from the outage"
+                await asyncio.sleep(0.1)
+            await wait_until(lambda: all(tab.cursor == outcome.accepted for tab in tabs), timeout=settle_s)
         for tab in tabs:
             await tab.stop()
         return outcome
@@ -101,10 +114,12 @@ def test_a_database_outage_loses_and_doubles_no_accepted_event(make_fault_stack:
     worker = stack.start_worker()
     stack.start_beat()
 
-    outcome = stream_through_a_database_outage(stack, settle_s=50)
+    outcome = stream_through_a_database_outage(stack, settle_s=30)
 
     print(f"\n{outcome.summary()}")
     assert outcome.refused, "no emit met the outage"
+    assert outcome.interrupted > 0, "no delivery was under way when the database went"
+    assert outcome.settled_after_s is not None, f"not caught up 30 s after the restart: {outcome.summary()}"
     # The same processes carried on: nothing was restarted, nothing died.
     assert [p.name for p in stack.processes] == ["web", "worker", "beat"]
     assert all(process.alive() for process in (web, worker)), stack.logs()
@@ -113,22 +128,18 @@ def test_a_database_outage_loses_and_doubles_no_accepted_event(make_fault_stack:
     assert_each_seq_once(outcome.tabs, outcome.accepted)
 
 
-def test_without_the_relay_accepted_events_wait_out_the_retry_backoff(make_fault_stack: MakeStack) -> None:
-    # The same outage with the relay switched off. That does not make the outage lose an
-    # event for good: the tasks that met it retry with exponential backoff and full jitter
-    # (retry_backoff=2: the countdown before retry n is up to 2 * 2**n s), so after 30 s of
-    # failures their next tries are seconds to a minute away, and they do deliver then.
-    # What the relay buys is that the wait ends when the database is back: a few seconds
-    # after the restart (the test above catches up in about 1.5 s) the burst's events are
-    # still waiting here, and the oracle must say so.
+def test_without_the_outbox_sweep_an_interrupted_delivery_waits(make_fault_stack: MakeStack) -> None:
+    # The same outage with the sweep switched off and nothing emitted after it: the events
+    # whose delivery the outage interrupted stay pending, since no other task comes to
+    # claim them. What the sweep buys is that nothing else has to happen.
     stack = make_fault_stack(postgres=True, EVENTS_RELAY_INTERVAL_S="3600")
     stack.start_web()
     stack.start_worker()
     stack.start_beat()
 
-    outcome = stream_through_a_database_outage(stack, settle_s=3)
+    outcome = stream_through_a_database_outage(stack, settle_s=10, emit_after=False)
 
     problems = oracle_problems(stack, outcome.tabs, expected=outcome.accepted)
-    print(f"\n[no relay] {outcome.summary()}; {problems}")
+    print(f"\n[no sweep] {outcome.summary()}; {problems}")
+    assert outcome.interrupted > 0, outcome.summary()
     assert outcome.settled_after_s is None, outcome.summary()
-    assert any("the database stored" in problem for problem in problems), problems

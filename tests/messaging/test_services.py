@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from delivery.fanout import event_deliver
 from delivery.models import Notification
 from events.models import Event
 from messaging.models import Message
 from messaging.services import MessageRejected, message_send
 from messaging.signals import EXCERPT_CHARS
+from tests.events.conftest import deliver_due
 
 pytestmark = pytest.mark.django_db
 
@@ -89,7 +89,7 @@ def test_a_message_to_oneself_is_rejected(alice) -> None:
 def test_the_recipient_is_told_who_wrote_and_the_sender_is_not(alice, bob, rings) -> None:
     message_send(sender=alice, recipient=bob, text="lunch?")
 
-    event_deliver(event_id=Event.objects.get().pk)
+    deliver_due()
 
     notification = Notification.objects.get()
     assert (notification.user, notification.title, notification.body, notification.url) == (
