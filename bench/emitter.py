@@ -176,9 +176,9 @@ def newest_delivered(*, timeout: float) -> dict[str, Any]:
 def inprocess(*, events: int, users: int) -> dict[str, Any]:
     """What emit(), the hand-off's publish and a one-recipient delivery cost in this process,
     without Celery: CPU and wall time per call, and the SQL statements Django sent for one."""
+    from delivery.fanout import event_deliver
     from django.test.utils import CaptureQueriesContext
 
-    from delivery.fanout import event_deliver
     from events.handoff import publish_to_celery
 
     made = globals()["users"](prefix="c", count=users)["ids"]
