@@ -7,9 +7,17 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # A web process pools its database connections (PostgreSQL): see DATABASES in settings.
+# Only for this process: the variable is taken back once the settings have read it, so a
+# process started from here (a test's Celery worker) decides for itself.
+pool_by_default = "DATABASE_POOL" not in os.environ
 os.environ.setdefault("DATABASE_POOL", "1")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
+if pool_by_default:
+    from django.conf import settings
+
+    settings.DATABASES  # noqa: B018 (read now, while the variable is set)
+    del os.environ["DATABASE_POOL"]
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -233,6 +233,14 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Beat's schedule is all intervals: nothing worth a file on disk, so `celery beat` starts
 # in a fresh clone with no folder to create first.
 CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
+# Each worker also consumes a queue of its own, where it sends itself liveness pings.
+CELERY_WORKER_DIRECT = True
+
+# --- Worker liveness (workers/liveness.py) --------------------------------------------------
+WORKER_PING_INTERVAL_S = env.float("WORKER_PING_INTERVAL_S", default=5.0)
+# A worker whose last ping ran longer ago than this has stopped consuming: restart it.
+WORKER_LIVENESS_TIMEOUT_S = env.float("WORKER_LIVENESS_TIMEOUT_S", default=60.0)
+WORKER_LIVENESS_DIR = env.str("WORKER_LIVENESS_DIR", default=str(BASE_DIR / "var" / "liveness"))
 
 # --- Events and delivery -----------------------------------------------------------------
 # How often beat runs the outbox sweep (the relay): it delivers what nobody holds, such as

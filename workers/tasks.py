@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
-from celery.signals import task_failure
+from celery.signals import task_failure, worker_ready, worker_shutdown
 from django.conf import settings
 from django.utils import timezone
 
@@ -20,6 +20,7 @@ from delivery.deliver_events import deliver_events
 from delivery.services import notifications_prune
 from events.handoff import DELIVER_EVENTS_TASK, hand_off
 from events.outbox import events_prune, events_release_crashed, relay_heartbeat
+from workers.liveness import WORKER_PING_TASK, Pinger, liveness_touch
 
 OUTBOX_SWEEP_TASK = "outbox_sweep"
 # A sweep stops after this long, so that the next one (EVENTS_RELAY_INTERVAL_S later) is
@@ -66,3 +67,23 @@ def release_claims_of_lost_delivery(sender: Any = None, task_id: str | None = No
     process, which outlives the child that died."""
     if task_id and getattr(sender, "name", None) in (DELIVER_EVENTS_TASK, OUTBOX_SWEEP_TASK):
         events_release_crashed(token=task_id)
+
+
+@shared_task(name=WORKER_PING_TASK, ignore_result=True)
+def worker_ping_task(name: str) -> None:
+    """Run by a pool process: the worker consumes and runs tasks (workers/liveness.py)."""
+    liveness_touch(name)
+
+
+_pingers: list[Pinger] = []
+
+
+@worker_ready.connect
+def start_liveness_pings(sender: Any = None, **kwargs: Any) -> None:
+    _pingers.append(Pinger(hostname=sender.hostname, interval_s=settings.WORKER_PING_INTERVAL_S).start())
+
+
+@worker_shutdown.connect
+def stop_liveness_pings(**kwargs: Any) -> None:
+    while _pingers:
+        _pingers.pop().stop()

@@ -26,3 +26,10 @@ def render_slow(event: Any, user: Any) -> Rendered:
     """A renderer that takes its time, so that a worker can be killed mid-task."""
     time.sleep(1.5)
     return Rendered(title=event.data["title"])
+
+
+@event_type("test.stall")
+def render_stall(event: Any, user: Any) -> Rendered:
+    """Slower still: a delivery holding it is mid-render for seconds, however loaded the machine."""
+    time.sleep(5.0)
+    return Rendered(title=event.data["title"])

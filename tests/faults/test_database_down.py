@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.live, pytest.mark.faults]
 USERS = ("alice", "bob")
 LIVE = 8  # delivered before the fault
 BURST = 10  # emitted at once right before the kill: tasks queued and running when it hits
-# One slow event in the burst (its renderer sleeps), so a delivery is certainly mid-way when
-# the database goes: its events are still pending when the database comes back.
+# One stalling event before the burst (its renderer sleeps 5 s per recipient), so a delivery
+# is certainly mid-way when the database goes: its events are still pending when it is back.
 SLOW_LEAD_S = 0.5
 DOWN_S = 30.0  # TESTPLAN row 13
 AFTER = 12  # emitted once the database is back
@@ -81,7 +81,7 @@ def stream_through_a_database_outage(stack: FaultStack, *, settle_s: float, emit
             assert await emit()
         assert await wait_until(lambda: all(tab.cursor == LIVE for tab in tabs), timeout=20)
 
-        assert await emit("test.slow")
+        assert await emit("test.stall")
         for accepted in await asyncio.gather(*(emit() for _ in range(BURST))):
             assert accepted
         await asyncio.sleep(SLOW_LEAD_S)
