@@ -1,15 +1,22 @@
 # make run  - the whole stack in the foreground (web, worker, beat), demo page on $PORT (8000)
 # make test - the whole test suite against a real Redis and the configured database
+# make serve - the production topology (nginx, web and worker processes, beat) under supervisord
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test lint format soak clean
+.PHONY: run test serve lint format soak clean
 
 run: $(VENV)/.run-deps
 	$(PY) -m devtools.with_redis -- $(PY) -m devtools.run
+
+# nginx on $PORT in front of $WEB_PROCESSES daphne processes, $WORKER_PROCESSES workers,
+# beat and the worker watchdog (deploy/, README "Running it in production"); DJANGO_DEBUG off.
+serve: $(VENV)/.run-deps
+	$(PY) manage.py migrate --verbosity 0
+	$(PY) -m devtools.serve
 
 test: $(VENV)/.dev-deps
 	$(PY) -m devtools.with_redis --db 9 --isolate -- $(PY) -m pytest $(PYTEST_ARGS)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import xmlrpc.client
 from typing import Any
 
 WORKER_GROUP = "worker"
@@ -46,16 +47,21 @@ def main() -> None:
     while True:
         headers, _payload = childutils.listener.wait(sys.stdin, sys.stdout)
         if headers["eventname"].startswith("TICK"):
-            for name, why in stale_workers(
-                rpc.supervisor.getAllProcessInfo(), timeout_s=settings.WORKER_LIVENESS_TIMEOUT_S
-            ):
-                print(f"watchdog: restarting {name}: {why}", file=sys.stderr, flush=True)
-                try:
-                    rpc.supervisor.stopProcess(name)
-                except Exception as exc:  # it may have died meanwhile
-                    print(f"watchdog: stopping {name}: {exc!r}", file=sys.stderr, flush=True)
-                rpc.supervisor.startProcess(name)
+            try:
+                restart_stale_workers(rpc, timeout_s=settings.WORKER_LIVENESS_TIMEOUT_S)
+            except (OSError, xmlrpc.client.Fault) as exc:  # supervisord is shutting down, say
+                print(f"watchdog: {exc!r}", file=sys.stderr, flush=True)
         childutils.listener.ok(sys.stdout)
+
+
+def restart_stale_workers(rpc: Any, *, timeout_s: float) -> None:
+    for name, why in stale_workers(rpc.supervisor.getAllProcessInfo(), timeout_s=timeout_s):
+        print(f"watchdog: restarting {name}: {why}", file=sys.stderr, flush=True)
+        try:
+            rpc.supervisor.stopProcess(name)
+        except xmlrpc.client.Fault as exc:  # it may have exited meanwhile
+            print(f"watchdog: stopping {name}: {exc!r}", file=sys.stderr, flush=True)
+        rpc.supervisor.startProcess(name)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Issue 8, workers that heal: the stack under the shipped supervisord configuration.
+"""Issue 8, workers that heal: the stack as `make serve` runs it, under the shipped supervision.
 
 A worker whose main process is frozen (SIGSTOP: alive to anything that checks its PID,
 consuming nothing) stops refreshing its liveness file; `manage.py worker_alive` says so,
@@ -14,15 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-import xmlrpc.client
 from pathlib import Path
 
 import pytest
 
-from devtools.with_redis import free_port
 from tests.faults.conftest import MakeStack
 from tests.faults.harness import FaultStack, assert_each_seq_once, open_tabs, oracle_problems, wait_until
-from tests.live import BIN, ROOT
+from tests.faults.serving import start_served
+from tests.live import ROOT
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
 
@@ -33,30 +32,9 @@ LIVENESS_TIMEOUT_S = 10.0
 HEALED_WITHIN_S = 60.0  # the timeout, a TICK_5, stopwaitsecs (10 s) and a worker's start-up
 
 
-def start_supervised(stack: FaultStack, run_dir: Path) -> xmlrpc.client.ServerProxy:
-    stack.port = free_port()
-    supervisor_port = free_port()
-    env = dict(
-        stack.env,
-        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        NOTIFY_RUN_DIR=str(run_dir),
-        SUPERVISOR_PORT=str(supervisor_port),
-        HOST="127.0.0.1",
-        PORT=str(stack.port),
-        WORKER_LIVENESS_DIR=str(run_dir / "liveness"),
-        WORKER_LIVENESS_TIMEOUT_S=str(LIVENESS_TIMEOUT_S),
-        WORKER_PING_INTERVAL_S="1",
-    )
-    stack.env = env  # manage.py worker_alive below reads the same liveness folder
-    supervisord = stack.spawn("supervisord", sys.executable, "-m", "devtools.supervise", env=env)
-    stack.wait_ready(supervisord, stack._web_answers)
-    stack.wait_ready(supervisord, lambda: "celery@" in supervisord.log() or " ready." in supervisord.log())
-    return xmlrpc.client.ServerProxy(f"http://127.0.0.1:{supervisor_port}/RPC2")
-
-
 def worker_alive(stack: FaultStack) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "manage.py", "worker_alive", "worker"],
+        [sys.executable, "manage.py", "worker_alive", "worker_0"],
         cwd=ROOT,
         env=stack.env,
         capture_output=True,
@@ -69,8 +47,14 @@ def test_a_frozen_worker_is_restarted_by_the_shipped_supervision_and_delivers(
     make_fault_stack: MakeStack, tmp_path: Path
 ) -> None:
     stack = make_fault_stack()
-    rpc = start_supervised(stack, tmp_path / "run")
-    supervisord = stack.processes[-1]
+    supervisord, rpc = start_served(
+        stack,
+        tmp_path / "run",
+        WEB_PROCESSES="1",
+        WORKER_PROCESSES="1",
+        WORKER_LIVENESS_TIMEOUT_S=str(LIVENESS_TIMEOUT_S),
+        WORKER_PING_INTERVAL_S="1",
+    )
 
     async def scenario() -> list:
         tabs = open_tabs(stack, USERS, per_user=2)
@@ -79,7 +63,7 @@ def test_a_frozen_worker_is_restarted_by_the_shipped_supervision_and_delivers(
             await asyncio.to_thread(stack.emit, list(USERS), f"event {number}")
         assert await wait_until(lambda: all(tab.cursor == BEFORE for tab in tabs), timeout=20), supervisord.log()
 
-        frozen_pid = rpc.supervisor.getProcessInfo("worker")["pid"]
+        frozen_pid = rpc.supervisor.getProcessInfo("worker:worker_0")["pid"]
         os.kill(frozen_pid, signal.SIGSTOP)
         frozen_at = time.monotonic()
         for number in range(BEFORE, BEFORE + WHILE_FROZEN):
@@ -91,7 +75,7 @@ def test_a_frozen_worker_is_restarted_by_the_shipped_supervision_and_delivers(
             lambda: checks.append(worker_alive(stack)) or checks[-1].returncode == 1,
             timeout=LIVENESS_TIMEOUT_S + 10,
         )
-        assert "worker: last liveness ping" in checks[-1].stderr, checks[-1].stderr
+        assert "worker_0: last liveness ping" in checks[-1].stderr, checks[-1].stderr
         # ...the watchdog restarts the worker, and the new one delivers what waited.
         everything = BEFORE + WHILE_FROZEN
         healed = await wait_until(lambda: all(tab.cursor == everything for tab in tabs), timeout=HEALED_WITHIN_S)
@@ -100,11 +84,11 @@ def test_a_frozen_worker_is_restarted_by_the_shipped_supervision_and_delivers(
             await tab.stop()
         assert healed, f"not delivered {HEALED_WITHIN_S} s after the freeze:\n{supervisord.log()[-6000:]}"
         print(f"\nfrozen worker replaced and its events delivered {took:.1f} s after the freeze")
-        assert rpc.supervisor.getProcessInfo("worker")["pid"] != frozen_pid
+        assert rpc.supervisor.getProcessInfo("worker:worker_0")["pid"] != frozen_pid
         return tabs
 
     tabs = asyncio.run(scenario())
-    assert "watchdog: restarting worker:worker: last ping" in supervisord.log()
+    assert "watchdog: restarting worker:worker_0: last ping" in supervisord.log()
     assert oracle_problems(stack, tabs, expected=BEFORE + WHILE_FROZEN) == []
     assert_each_seq_once(tabs, BEFORE + WHILE_FROZEN)
     assert worker_alive(stack).returncode == 0

@@ -1,0 +1,68 @@
+"""Issue 8: the production topology (`make serve`): nginx, two web processes, two workers.
+
+One user's tabs spread over both web processes through nginx, and every tab gets every
+notification; one web process is SIGKILLed, its tabs reconnect through nginx to the other
+and resume with nothing lost or doubled, and supervisord starts it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import MakeStack
+from tests.faults.harness import assert_each_seq_once, open_tabs, oracle_problems, wait_until
+from tests.faults.serving import start_served
+
+pytestmark = [pytest.mark.live, pytest.mark.faults]
+
+USERS = ("alice", "bob")
+TABS_PER_USER = 4
+BEFORE = 10
+AFTER = 10
+
+
+def test_tabs_on_two_web_processes_behind_nginx_survive_the_loss_of_one(
+    make_fault_stack: MakeStack, tmp_path: Path
+) -> None:
+    stack = make_fault_stack(postgres=True)
+    supervisord, rpc = start_served(stack, tmp_path / "run", WEB_PROCESSES="2", WORKER_PROCESSES="2")
+    killed_pid = rpc.supervisor.getProcessInfo("web:web_0")["pid"]
+
+    async def scenario() -> list:
+        tabs = open_tabs(stack, USERS, per_user=TABS_PER_USER)
+        assert await wait_until(lambda: all(tab.resumes for tab in tabs), timeout=20), supervisord.log()[-4000:]
+        for number in range(BEFORE):
+            await asyncio.to_thread(stack.emit, list(USERS), f"event {number}")
+        assert await wait_until(lambda: all(tab.cursor == BEFORE for tab in tabs), timeout=20)
+
+        os.kill(killed_pid, signal.SIGKILL)
+        for number in range(BEFORE, BEFORE + AFTER):
+            await asyncio.to_thread(stack.emit, list(USERS), f"event {number}")
+            await asyncio.sleep(0.1)
+        caught_up = await wait_until(lambda: all(tab.cursor == BEFORE + AFTER for tab in tabs), timeout=30)
+        for tab in tabs:
+            await tab.stop()
+        assert caught_up, f"{[tab.cursor for tab in tabs]}\n{supervisord.log()[-6000:]}"
+        return tabs
+
+    tabs = asyncio.run(scenario())
+
+    moved = [tab.name for tab in tabs if tab.connections > 1]
+    stayed = [tab.name for tab in tabs if tab.connections == 1]
+    assert moved, "no tab was on the killed web process: nginx did not spread them"
+    assert stayed, "every tab reconnected: they were not spread over both web processes"
+    assert oracle_problems(stack, tabs, expected=BEFORE + AFTER) == []
+    assert_each_seq_once(tabs, BEFORE + AFTER)
+
+    async def restarted() -> bool:
+        return await wait_until(
+            lambda: rpc.supervisor.getProcessInfo("web:web_0")["statename"] == "RUNNING", timeout=30
+        )
+
+    assert asyncio.run(restarted()), supervisord.log()[-4000:]
+    assert rpc.supervisor.getProcessInfo("web:web_0")["pid"] != killed_pid
