@@ -199,7 +199,13 @@ CELERY_TASK_DEFAULT_QUEUE = REDIS_NAMESPACE
 # The outbox sweep has a queue of its own, which every worker also consumes: a backlog of
 # deliveries cannot hold it up (Celery takes from a worker's queues in turn).
 OUTBOX_SWEEP_QUEUE = f"{REDIS_NAMESPACE}.sweep"
-CELERY_TASK_QUEUES = [Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(OUTBOX_SWEEP_QUEUE)]
+# RabbitMQ (CELERY_BROKER_URL=amqp://...) gets what Celery recommends for it: quorum queues
+# (replicated, durable), publisher confirms, and acks late (set below for every broker).
+BROKER_IS_RABBITMQ = urlsplit(CELERY_BROKER_URL).scheme in ("amqp", "amqps", "pyamqp")
+_queue_arguments = {"x-queue-type": "quorum"} if BROKER_IS_RABBITMQ else None
+CELERY_TASK_QUEUES = [
+    Queue(name, queue_arguments=_queue_arguments) for name in (CELERY_TASK_DEFAULT_QUEUE, OUTBOX_SWEEP_QUEUE)
+]
 CELERY_TASK_ROUTES = {
     "outbox_sweep": {"queue": OUTBOX_SWEEP_QUEUE},
     "workers.tasks.prune_expired_task": {"queue": OUTBOX_SWEEP_QUEUE},
@@ -215,13 +221,19 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Longer than any task may run (time limit 300 s), so Redis never hands a running task
-    # to a second worker; a lost one is the outbox's business, not the broker's.
-    "visibility_timeout": 3600,
-    "socket_connect_timeout": 3,
-    "socket_timeout": 10,
-}
+if BROKER_IS_RABBITMQ:
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_WORKER_DETECT_QUORUM_QUEUES = True  # quorum queues allow no global QoS
+    CELERY_BROKER_HEARTBEAT = 10
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than any task may run (time limit 300 s), so Redis never hands a running
+        # task to a second worker; a lost one is the outbox's business, not the broker's.
+        "visibility_timeout": 3600,
+        "socket_connect_timeout": 3,
+        "socket_timeout": 10,
+    }
 # Publishing gives up fast: the outbox sweep delivers whatever was not handed over.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,

@@ -117,3 +117,46 @@ class PrivatePostgres:
     def _as_postgres(self, *command: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run([*prefix, *command], check=True, capture_output=True, cwd=self.workdir, timeout=60)
+
+
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+
+
+def rabbitmqctl() -> str | None:
+    return shutil.which("rabbitmqctl") or next(iter(glob.glob("/usr/sbin/rabbitmqctl")), None)
+
+
+@dataclass
+class RabbitVhost:
+    """A virtual host of its own on the machine's RabbitMQ (its queues, exchanges and
+    messages are the test's alone), deleted with everything in it at the end."""
+
+    name: str
+
+    @property
+    def broker_url(self) -> str:
+        return f"{RABBITMQ_URL}/{self.name}"
+
+    def create(self) -> RabbitVhost:
+        self._ctl("add_vhost", self.name)
+        self._ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        return self
+
+    def close_connections(self) -> None:
+        """What the clients see of a broker restart: every connection to this vhost dropped."""
+        self._ctl("close_all_connections", "-p", self.name, "fault test: connections closed")
+
+    def queue_types(self) -> dict[str, str]:
+        """Each queue of this vhost with its type (classic, quorum)."""
+        lines = self._ctl("list_queues", "-p", self.name, "--no-table-headers", "name", "type").splitlines()
+        return dict(line.split("\t")[:2] for line in lines if "\t" in line)
+
+    def delete(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._ctl("delete_vhost", self.name)
+
+    def _ctl(self, *args: str) -> str:
+        command = rabbitmqctl()
+        if command is None:
+            raise RuntimeError("rabbitmqctl is not installed")
+        return subprocess.run([command, "-q", *args], check=True, capture_output=True, text=True, timeout=60).stdout

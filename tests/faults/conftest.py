@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import FaultStack, build_fault_stack
-from tests.servers import postgres_bin
+from tests.servers import postgres_bin, rabbitmqctl
 
 MakeStack = Callable[..., FaultStack]
 
@@ -20,10 +20,14 @@ def make_fault_stack(tmp_path: Path) -> Iterator[MakeStack]:
     alice, bob and the staff user ops, and its own Redis; nothing started yet."""
     stacks: list[FaultStack] = []
 
-    def make(*, postgres: bool = False, users: tuple[str, ...] = ("alice", "bob"), **overrides: str) -> FaultStack:
+    def make(
+        *, postgres: bool = False, rabbitmq: bool = False, users: tuple[str, ...] = ("alice", "bob"), **overrides: str
+    ) -> FaultStack:
         if postgres and postgres_bin() is None:
             pytest.skip("PostgreSQL server binaries are not installed")
-        stack = build_fault_stack(tmp_path, postgres=postgres, users=users, **overrides)
+        if rabbitmq and rabbitmqctl() is None:
+            pytest.skip("RabbitMQ is not installed (apt-get install rabbitmq-server)")
+        stack = build_fault_stack(tmp_path, postgres=postgres, rabbitmq=rabbitmq, users=users, **overrides)
         stacks.append(stack)
         return stack
 
@@ -32,3 +36,5 @@ def make_fault_stack(tmp_path: Path) -> Iterator[MakeStack]:
         stack.stop_all()
         if stack.postgres is not None:
             shutil.rmtree(stack.postgres.workdir, ignore_errors=True)
+        if stack.rabbitmq is not None:
+            stack.rabbitmq.delete()

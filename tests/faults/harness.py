@@ -25,7 +25,7 @@ from typing import Any
 import websockets
 
 from tests.live import ROOT, LiveStack
-from tests.servers import PrivatePostgres, PrivateRedis
+from tests.servers import PrivatePostgres, PrivateRedis, RabbitVhost
 
 
 @dataclass
@@ -34,6 +34,7 @@ class FaultStack(LiveStack):
 
     redis: PrivateRedis | None = None
     postgres: PrivatePostgres | None = None
+    rabbitmq: RabbitVhost | None = None
     tokens: dict[str, str] = field(default_factory=dict)
 
     def manage(self, *args: str) -> str:
@@ -273,12 +274,22 @@ def assert_each_seq_once(tabs: list[ResumingTab], expected: int) -> None:
 
 
 def build_fault_stack(
-    workdir: Path, *, postgres: bool = False, users: tuple[str, ...] = ("alice", "bob"), **overrides: str
+    workdir: Path,
+    *,
+    postgres: bool = False,
+    rabbitmq: bool = False,
+    users: tuple[str, ...] = ("alice", "bob"),
+    **overrides: str,
 ) -> FaultStack:
     """A migrated FaultStack on a private Redis (and a private PostgreSQL cluster, or a
-    SQLite file), with the given users and the staff user ops; nothing started yet. The
-    caller stops it with stop_all() and removes a cluster's folder (stack.postgres.workdir)."""
+    SQLite file; with `rabbitmq`, a vhost of its own on the machine's RabbitMQ as the
+    broker), with the given users and the staff user ops; nothing started yet. The caller
+    stops it with stop_all(), removes a cluster's folder and deletes the vhost."""
     redis = PrivateRedis(workdir=workdir).start()
+    vhost = None
+    if rabbitmq:
+        vhost = RabbitVhost(name=f"notify-faults-{os.getpid()}-{os.urandom(4).hex()}").create()
+        overrides = {"CELERY_BROKER_URL": vhost.broker_url, **overrides}
     cluster = None
     if postgres:
         # Outside workdir: the postgres user cannot enter root's temporary folders.
@@ -293,6 +304,7 @@ def build_fault_stack(
         workdir=workdir,
         redis=redis,
         postgres=cluster,
+        rabbitmq=vhost,
     )
     try:
         stack.manage("migrate", "--verbosity", "0")
