@@ -21,7 +21,7 @@ serve: $(VENV)/.run-deps
 test: $(VENV)/.dev-deps
 	$(PY) -m devtools.with_redis --db 9 --isolate -- $(PY) -m pytest $(PYTEST_ARGS)
 
-# TESTPLAN row 21: 10 users x 3 tabs under random faults, then the oracle (SOAK_ARGS="--minutes 10").
+# 10 users x 3 tabs on the make-serve topology under random faults, then the oracle (SOAK_ARGS="--minutes 10").
 soak: $(VENV)/.dev-deps
 	$(PY) -m tests.faults.soak $(SOAK_ARGS)
 

@@ -1,4 +1,4 @@
-"""The JSON API for notifications and socket tickets (CONTRACT §6)."""
+"""The JSON API for notifications and socket tickets (README, "HTTP API")."""
 
 from __future__ import annotations
 

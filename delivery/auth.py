@@ -1,4 +1,4 @@
-"""WebSocket handshake checks: the Origin allow-list, then one credential (CONTRACT §5).
+"""WebSocket handshake checks: the Origin allow-list, then one credential (docs/PROTOCOL.md).
 
 Credentials, in this order: `Authorization: Bearer <token>`, `?ticket=<ticket>`, the
 session cookie. A credential that is present but bad does not fall through to the next.

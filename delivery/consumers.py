@@ -88,7 +88,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     """One open tab or device of one user."""
 
     # A tab sends a ping every ~30 s and a mark_read per click: 5/s sustained is far above
-    # that, and 1,000 frames a minute (TESTPLAN row 9) is far above 5/s.
+    # that, and 1,000 frames a minute is far above 5/s.
     frames_burst, frames_per_second = 60, 5.0
     # A handful of bad frames is a bug in a client, not abuse: allow 20, then one per 3 s.
     bad_frames_burst, bad_frames_per_second = 20, 1 / 3
@@ -194,7 +194,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if not resumable:
             await self.send_frame({"type": "resync", "last_seq": self.cursor})
             return
-        # Every stored notification after the client's cursor, as CONTRACT §5 says, even one
+        # Every stored notification after the client's cursor, as docs/PROTOCOL.md says, even one
         # this connection sent before the resume arrived: clients de-duplicate by id.
         async with self.sending:
             count = await self.send_stored_after(after_seq)

@@ -1,4 +1,4 @@
-"""Logging out closes every socket opened with that session (CONTRACT §5)."""
+"""Logging out closes every socket opened with that session (docs/PROTOCOL.md)."""
 
 from typing import Any
 

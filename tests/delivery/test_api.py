@@ -1,4 +1,4 @@
-"""The JSON API (CONTRACT §6): a user sees and marks only their own notifications; bad input is a 400."""
+"""The JSON API (README, "HTTP API"): a user sees and marks only their own notifications; bad input is a 400."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Management commands (CONTRACT §4): emit_event, issue_token, revoke_token, seed_demo."""
+"""Management commands (README): emit_event, issue_token, revoke_token, seed_demo."""
 
 from __future__ import annotations
 

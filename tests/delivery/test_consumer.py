@@ -1,4 +1,4 @@
-"""The socket at /ws/notifications/ (CONTRACT §5), through the real ASGI stack and the real Redis
+"""The socket at /ws/notifications/ (docs/PROTOCOL.md), through the real ASGI stack and the real Redis
 channel layer: handshake checks, frames, resume, read state, and closing when a credential ends."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""TESTPLAN row 10: delivery starts only after the emitting transaction commits."""
+"""Fault scenario: delivery starts only after the emitting transaction commits."""
 
 from __future__ import annotations
 

@@ -109,42 +109,6 @@ def fault_env(*, database_url: str, redis: PrivateRedis, **overrides: str) -> di
     return env
 
 
-# An intermittent bug of Celery 5.7 / kombu 5.7 with the Redis broker, seen in about one
-# Redis restart in eight, and far more often on a loaded machine: when the broker goes away
-# while messages are unacknowledged (acks_late, prefetch), the worker either dies
-# ("Unrecoverable error: AttributeError" from kombu's restore_unacked, whose transport
-# `client` is already None) or lingers without consuming anything again. Celery workers
-# must run under a supervisor with a liveness check (README, "Running it in production");
-# the fault tests play that supervisor, say when they had to step in, and then assert the
-# whole promise.
-WORKER_CRASH = "Unrecoverable error: AttributeError"
-SILENT_S = 6.0  # beat sends the outbox sweep every second: a live worker logs "received" often
-
-
-def the_worker(stack: FaultStack) -> Any:
-    """The most recently started worker, alive or not (a crashed one is what we look for)."""
-    return next(p for p in reversed(stack.processes) if p.name.startswith("worker"))
-
-
-async def supervise_worker(stack: FaultStack, restarts: list[str], *, until: Any) -> None:
-    """What systemd or Kubernetes with a liveness check does: restart a worker that died
-    or stopped taking tasks (nothing received for SILENT_S while beat keeps sending)."""
-    worker = the_worker(stack)
-    heard, heard_at = worker.log().count(" received"), time.monotonic()
-    while not until():
-        await asyncio.sleep(0.5)
-        received = worker.log().count(" received")
-        if received > heard:
-            heard, heard_at = received, time.monotonic()
-        stuck = time.monotonic() - heard_at > SILENT_S
-        if not worker.alive() or WORKER_CRASH in worker.log() or stuck:
-            how = "crashed" if WORKER_CRASH in worker.log() else "dead" if not worker.alive() else "silent"
-            restarts.append(f"{worker.name}: {how}")
-            await asyncio.to_thread(worker.kill)
-            worker = await asyncio.to_thread(stack.start_worker, f"worker{len(restarts) + 1}")
-            heard, heard_at = 0, time.monotonic()
-
-
 @dataclass
 class ResumingTab:
     """A tab as the browser client behaves: reconnects with backoff and jitter, resumes

@@ -1,7 +1,9 @@
-"""`make soak`: TESTPLAN row 21. Ten users with three tabs each, events for MINUTES minutes,
-and every so often a random fault from rows 11-16: a worker or one of its pool children
-killed, the web process killed and restarted, Redis restarted empty, PostgreSQL stopped for a
-while. At the end: the oracle for every tab, and whether the processes' memory stayed flat.
+"""`make soak`: ten users with three tabs each, events for MINUTES minutes on the production
+topology (`make serve`: nginx, two web processes, two workers, beat, under supervisord), and
+every so often a random fault: a worker killed or frozen, one of its pool children killed, a
+web process killed, beat killed, Redis (channel layer and broker) restarted empty, PostgreSQL
+stopped for a while. Nothing is restarted here: the shipped supervision does that. At the
+end: the oracle for every tab, and whether the processes' memory stayed flat.
 
     python -m tests.faults.soak [--minutes 10] [--seed N] [--rate 5]
 
@@ -15,12 +17,14 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
 import urllib.error
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import django
 import psutil
@@ -29,15 +33,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 os.environ.setdefault("DJANGO_SECRET_KEY", "soak-only")
 django.setup()
 
-from tests.faults.harness import (  # noqa: E402
-    FaultStack,
-    build_fault_stack,
-    open_tabs,
-    oracle_problems,
-    supervise_worker,
-    the_worker,
-    wait_until,
-)
+from tests.faults.harness import FaultStack, build_fault_stack, open_tabs, oracle_problems, wait_until  # noqa: E402
+from tests.faults.serving import start_served  # noqa: E402
 from tests.servers import postgres_bin  # noqa: E402
 
 USERS = tuple(f"user{number}" for number in range(10))
@@ -49,33 +46,44 @@ def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} soak: {message}", flush=True)
 
 
-def rss_mib(stack: FaultStack) -> dict[str, float]:
-    """Resident memory of each running process with its children (Celery's pool)."""
-    sizes = {}
-    for process in stack.processes:
-        if not process.alive():
+def rss_mib(rpc: Any) -> dict[str, float]:
+    """Resident memory of each supervised program with its children (Celery's pool), by group."""
+    sizes: dict[str, float] = {}
+    for info in rpc.supervisor.getAllProcessInfo():
+        if info["statename"] != "RUNNING":
             continue
         try:
-            parent = psutil.Process(process.popen.pid)
+            parent = psutil.Process(info["pid"])
             family = [parent, *parent.children(recursive=True)]
-            role = "worker" if process.name.startswith("worker") else process.name  # restarts too
-            sizes[role] = sizes.get(role, 0) + sum(p.memory_info().rss for p in family) / 2**20
+            sizes[info["group"]] = sizes.get(info["group"], 0) + sum(p.memory_info().rss for p in family) / 2**20
         except psutil.NoSuchProcess:
             continue
     return sizes
 
 
-async def inject(stack: FaultStack, fault: str) -> None:
+def kill_with_children(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        parent = psutil.Process(pid)
+        for process in [*parent.children(recursive=True), parent]:
+            process.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
+
+
+async def inject(stack: FaultStack, rpc: Any, fault: str, rng: random.Random) -> None:
     log(f"fault: {fault}")
+    worker = f"worker:worker_{rng.randrange(2)}"
     if fault == "worker killed":
-        # The supervisor notices the dead worker and starts another, as systemd would.
-        the_worker(stack).kill()
+        kill_with_children(rpc.supervisor.getProcessInfo(worker)["pid"])
+    elif fault == "worker frozen":
+        os.kill(rpc.supervisor.getProcessInfo(worker)["pid"], signal.SIGSTOP)  # the watchdog's job
     elif fault == "pool child killed":
-        the_worker(stack).kill_children()
+        for child in psutil.Process(rpc.supervisor.getProcessInfo(worker)["pid"]).children():
+            child.kill()
     elif fault == "web killed":
-        next(p for p in stack.processes if p.name == "web" and p.alive()).kill()
-        await asyncio.sleep(1)
-        await asyncio.to_thread(stack.start_web)
+        os.kill(rpc.supervisor.getProcessInfo(f"web:web_{rng.randrange(2)}")["pid"], signal.SIGKILL)
+    elif fault == "beat killed":
+        os.kill(rpc.supervisor.getProcessInfo("beat")["pid"], signal.SIGKILL)
     elif fault == "redis restarted empty":
         assert stack.redis is not None
         stack.redis.shutdown_nosave()
@@ -88,23 +96,27 @@ async def inject(stack: FaultStack, fault: str) -> None:
         stack.postgres.start()
 
 
-async def soak(stack: FaultStack, *, minutes: float, rate: float, rng: random.Random) -> int:
-    faults = ["worker killed", "pool child killed", "web killed", "redis restarted empty"]
+async def soak(stack: FaultStack, rpc: Any, *, minutes: float, rate: float, rng: random.Random) -> int:
+    faults = [
+        "worker killed",
+        "worker frozen",
+        "pool child killed",
+        "web killed",
+        "beat killed",
+        "redis restarted empty",
+    ]
     if stack.postgres is not None:
         faults.append("database down")
     tabs = open_tabs(stack, USERS, per_user=3)
     await wait_until(lambda: all(tab.resumes for tab in tabs), timeout=60)
     accepted: Counter[str] = Counter()
     refused = 0
-    memory = [rss_mib(stack)]
+    memory = [rss_mib(rpc)]
     deadline = time.monotonic() + minutes * 60
     next_fault = time.monotonic() + rng.uniform(*FAULT_EVERY_S)
     next_sample = time.monotonic() + 60
     injected: Counter[str] = Counter()
     fault_task: asyncio.Task[None] | None = None
-    restarts: list[str] = []
-    finished = False
-    supervisor = asyncio.create_task(supervise_worker(stack, restarts, until=lambda: finished))
     while time.monotonic() < deadline:
         user = rng.choice(USERS)
         try:
@@ -116,10 +128,10 @@ async def soak(stack: FaultStack, *, minutes: float, rate: float, rng: random.Ra
             # Concurrent with the emitting: requests arrive while the fault lasts.
             fault = rng.choice(faults)
             injected[fault] += 1
-            fault_task = asyncio.create_task(inject(stack, fault))
+            fault_task = asyncio.create_task(inject(stack, rpc, fault, rng))
             next_fault = time.monotonic() + rng.uniform(*FAULT_EVERY_S)
         if time.monotonic() > next_sample:
-            memory.append(rss_mib(stack))
+            memory.append(rss_mib(rpc))
             log(f"memory (MiB): {', '.join(f'{k} {v:.0f}' for k, v in memory[-1].items())}")
             next_sample += 60
         await asyncio.sleep(1 / rate)
@@ -129,18 +141,20 @@ async def soak(stack: FaultStack, *, minutes: float, rate: float, rng: random.Ra
     log(f"stopped emitting: {sum(accepted.values())} accepted, {refused} refused; faults {dict(injected)}")
     expected = dict(accepted)
     await wait_until(lambda: all(tab.cursor == expected.get(tab.user, 0) for tab in tabs), timeout=120)
-    finished = True
-    await supervisor  # re-raises if the supervisor itself failed
     for tab in tabs:
         await tab.stop()
-    log(f"worker restarted by the supervisor: {restarts or 'never'}")
+    supervised = stack.processes[-1].log().splitlines()
+    restarts = [line for line in supervised if "watchdog: restart" in line or " exited: " in line]
+    log(f"restarts by the shipped supervision: {len(restarts)}")
+    for line in restarts:
+        log(f"  {line}")
 
     problems = oracle_problems(stack, tabs, expected=expected)
     for problem in problems:
         log(f"PROBLEM: {problem}")
     grown = {
         name: (memory[-1].get(name, 0), memory[0].get(name, 0))
-        for name in ("web", "worker")
+        for name in ("web", "worker", "nginx")
         if name in memory[0] and memory[-1].get(name, 0) > 2 * memory[0][name] + 50
     }
     for name, (last, first) in grown.items():
@@ -160,10 +174,10 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="notify-soak-"))
     stack = build_fault_stack(workdir, postgres=postgres_bin() is not None, users=USERS)
     try:
-        stack.start_web()
-        stack.start_worker("worker", concurrency=2)
-        stack.start_beat()
-        return asyncio.run(soak(stack, minutes=args.minutes, rate=args.rate, rng=random.Random(seed)))
+        _supervisord, rpc = start_served(
+            stack, workdir / "run", WEB_PROCESSES="2", WORKER_PROCESSES="2", WORKER_LIVENESS_TIMEOUT_S="30"
+        )
+        return asyncio.run(soak(stack, rpc, minutes=args.minutes, rate=args.rate, rng=random.Random(seed)))
     finally:
         stack.stop_all()
         if stack.postgres is not None:

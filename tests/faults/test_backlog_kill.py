@@ -1,4 +1,4 @@
-"""TESTPLAN row 23: a worker is SIGKILLed mid-batch while 1,000 events are queued.
+"""Fault scenario: a worker is SIGKILLed mid-batch while 1,000 events are queued.
 
 The killed batch must come back within 30 s, not after the backlog drains: re-delivery
 depends on the outbox's leases, not on the broker's queue. A pool child killed mid-batch
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.live, pytest.mark.faults]
 USERS = ("alice", "bob")
 BACKLOG = 1_000
 KILL_AFTER_S = 1.0  # after the worker is ready: the slow event's batch renders for 3 s
-ARRIVE_WITHIN_S = 30.0  # TESTPLAN row 23
+ARRIVE_WITHIN_S = 30.0
 
 # One process emits the whole backlog and exits (its hand-off is flushed at exit): the
 # first event's renderer sleeps 1.5 s per recipient, so the batch that holds it is

@@ -1,4 +1,4 @@
-"""TESTPLAN row 19: two workers store notifications for the same user at the same time."""
+"""Fault scenario: two workers store notifications for the same user at the same time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TESTPLAN row 13: PostgreSQL is down for 30 s while events stream in.
+"""Fault scenario: PostgreSQL is down for 30 s while events stream in.
 
 While the database is down an emit cannot write its event row, so the API answers with an
 error and that event was never accepted: it does not count. Every event the API accepted
@@ -29,7 +29,7 @@ BURST = 10  # emitted at once right before the kill: tasks queued and running wh
 # One stalling event before the burst (its renderer sleeps 5 s per recipient), so a delivery
 # is certainly mid-way when the database goes: its events are still pending when it is back.
 SLOW_LEAD_S = 0.5
-DOWN_S = 30.0  # TESTPLAN row 13
+DOWN_S = 30.0
 AFTER = 12  # emitted once the database is back
 
 

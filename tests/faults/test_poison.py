@@ -1,4 +1,4 @@
-"""TESTPLAN row 12: events whose renderer always raises, or kills its worker process."""
+"""Fault scenario: events whose renderer always raises, or kills its worker process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TESTPLAN rows 22 and 24: the stack started exactly as the Procfile says, from a fresh clone.
+"""Fault scenario: the stack started exactly as the Procfile says, from a fresh clone.
 
 Each Procfile line runs as written (through the shell, as honcho or foreman would) in a
 `git clone` of this checkout, with only the environment an operator sets (README,

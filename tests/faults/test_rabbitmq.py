@@ -1,7 +1,7 @@
 """Issue 8: RabbitMQ as the broker (quorum queues, publisher confirms, acks late).
 
 Each test has a vhost of its own on the machine's RabbitMQ. A worker SIGKILLed mid-stream
-loses nothing (TESTPLAN row 11 on this broker), and when the broker drops every connection
+loses nothing, and when the broker drops every connection
 (what its clients see of a restart) the worker reconnects on its own and every event
 emitted around it arrives: no supervisor steps in here, the worker must not need one.
 """

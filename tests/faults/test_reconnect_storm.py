@@ -1,4 +1,4 @@
-"""TESTPLAN row 20: the web process restarts under 1,000 open tabs."""
+"""Fault scenario: the web process restarts under 1,000 open tabs."""
 
 from __future__ import annotations
 

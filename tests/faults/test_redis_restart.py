@@ -1,4 +1,4 @@
-"""TESTPLAN row 15: Redis restarts without persistence (SHUTDOWN NOSAVE) mid-stream.
+"""Fault scenario: Redis restarts without persistence (SHUTDOWN NOSAVE) mid-stream.
 
 The Redis that goes down is the stack's only one: the channel layer and the Celery broker
 both live there, so the restart takes the queued tasks and every group membership with it.

@@ -1,4 +1,4 @@
-"""TESTPLAN row 17: a tab stops reading while hundreds of notifications arrive."""
+"""Fault scenario: a tab stops reading while hundreds of notifications arrive."""
 
 from __future__ import annotations
 

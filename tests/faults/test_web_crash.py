@@ -1,4 +1,4 @@
-"""TESTPLAN row 16: the web process (daphne) is SIGKILLed with tabs open, mid-stream."""
+"""Fault scenario: the web process (daphne) is SIGKILLed with tabs open, mid-stream."""
 
 from __future__ import annotations
 

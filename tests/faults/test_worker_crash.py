@@ -1,4 +1,4 @@
-"""TESTPLAN row 11: the Celery worker is SIGKILLed while events stream in."""
+"""Fault scenario: the Celery worker is SIGKILLed while events stream in."""
 
 from __future__ import annotations
 

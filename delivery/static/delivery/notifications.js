@@ -1,5 +1,5 @@
 /*
- * notifications.js: a dependency-free browser client for /ws/notifications/ (CONTRACT §5).
+ * notifications.js: a dependency-free browser client for /ws/notifications/ (docs/PROTOCOL.md).
  *
  * A plain script: it defines `window.NotificationClient` (and `module.exports` under Node).
  *
