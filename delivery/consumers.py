@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
+from delivery import metrics
 from delivery.groups import user_group
 from delivery.models import Notification
 from delivery.payloads import encode_frame, notification_frame
@@ -127,10 +128,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             {"type": "hello", "user": self.user.get_username(), "unread": state.unread, "last_seq": state.last_seq}
         )
         self.reconciler = asyncio.create_task(self.reconcile_forever())
+        metrics.sockets_open.inc()
 
     async def disconnect(self, code: int) -> None:
         if self.reconciler is not None:
             self.reconciler.cancel()
+            metrics.sockets_open.dec()  # the reconciler starts with an accepted, authenticated socket
 
     async def reconcile_forever(self) -> None:
         interval = settings.WS_RECONCILE_INTERVAL_S
@@ -212,6 +215,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def notifications_created(self, message: dict[str, Any]) -> None:
         """New notifications of this user, seqs first_seq.., their frames encoded already."""
+        metrics.doorbells_received.inc()
         async with self.sending:
             first_seq, frames = message["first_seq"], message["frames"]
             if self.closing or first_seq + len(frames) - 1 <= self.cursor:
@@ -223,6 +227,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 if self.closing:
                     return
                 await self.send(text_data=frame)
+                metrics.frames_sent.inc()
                 self.cursor += 1
 
     async def notifications_read(self, message: dict[str, Any]) -> None:
@@ -247,11 +252,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             sent += len(page)
             self.cursor = max(self.cursor, after_seq)
             if len(page) < PAGE_MAX:
+                metrics.replay_size.observe(sent)
                 return sent
 
     async def send_notification(self, notification: Notification, *, unread: int) -> None:
         if not self.closing:
             await self.send(text_data=notification_frame(notification, unread=unread))
+            metrics.frames_sent.inc()
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         if self.closing:

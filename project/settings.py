@@ -248,6 +248,9 @@ CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 # Each worker also consumes a queue of its own, where it sends itself liveness pings.
 CELERY_WORKER_DIRECT = True
 
+# /metrics answers loopback clients only, or, with a token set, `Authorization: Bearer <token>`.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # --- Worker liveness (workers/liveness.py) --------------------------------------------------
 WORKER_PING_INTERVAL_S = env.float("WORKER_PING_INTERVAL_S", default=5.0)
 # A worker whose last ping ran longer ago than this has stopped consuming: restart it.

@@ -1,0 +1,14 @@
+"""What a web process counts about its sockets, for /metrics (project/metrics.py)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+sockets_open = Gauge("notify_sockets_open", "WebSocket connections open in this web process")
+doorbells_received = Counter("notify_doorbells_received", "Doorbells (new notifications) this process's sockets got")
+frames_sent = Counter("notify_notification_frames_sent", "notification frames sent to sockets by this process")
+replay_size = Histogram(
+    "notify_replay_notifications",
+    "Notifications sent by one resume or gap fill",
+    buckets=(0, 1, 10, 100, 1_000, 10_000),
+)
