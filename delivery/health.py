@@ -1,9 +1,11 @@
-"""Health checks of what delivery depends on: the database, Redis, the broker and the relay."""
+"""Health checks of what delivery depends on: the database, Redis, the broker, the relay
+(the outbox sweep) and the workers."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 import redis
 from django.conf import settings
@@ -11,12 +13,15 @@ from django.db import connection
 from django.utils import timezone
 from kombu import Connection
 
+from events.heartbeats import heartbeats_since
 from events.outbox import relay_last_beat
 
 logger = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 2
 RELAY_STALE_INTERVALS = 3
+WORKER_HEARTBEAT_PREFIX = "worker:"  # workers/liveness.py notes its pings under this prefix
+WORKER_FORGET_AFTER_S = 600  # a worker silent this long is taken for scaled away, not stale
 
 
 def check_database() -> None:
@@ -39,7 +44,11 @@ def check_broker() -> None:
         broker.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_S)
 
 
-class RelayStale(Exception):
+class Stale(Exception):
+    """Something that should run now and then has not run for too long."""
+
+
+class RelayStale(Stale):
     """The outbox sweep has not run for three of its intervals (beat or every worker is gone)."""
 
 
@@ -52,11 +61,28 @@ def check_relay() -> None:
         raise RelayStale(f"last ran {age:.0f} s ago")
 
 
+def check_workers() -> None:
+    """Every worker seen in the last WORKER_FORGET_AFTER_S ran a liveness ping within
+    WORKER_LIVENESS_TIMEOUT_S, and there is at least one."""
+    now = timezone.now()
+    seen = heartbeats_since(prefix=WORKER_HEARTBEAT_PREFIX, since=now - timedelta(seconds=WORKER_FORGET_AFTER_S))
+    if not seen:
+        raise Stale("no worker seen")
+    silent = {
+        name.removeprefix(WORKER_HEARTBEAT_PREFIX): (now - beat_at).total_seconds()
+        for name, beat_at in sorted(seen.items())
+        if (now - beat_at).total_seconds() > settings.WORKER_LIVENESS_TIMEOUT_S
+    }
+    if silent:
+        raise Stale(", ".join(f"{name} last pinged {age:.0f} s ago" for name, age in silent.items()))
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "database": check_database,
     "redis": check_redis,
     "broker": check_broker,
     "relay": check_relay,
+    "workers": check_workers,
 }
 
 
@@ -68,7 +94,7 @@ def health_report() -> dict[str, str]:
             check()
         except Exception as exc:
             logger.warning("health check %s failed: %r", name, exc)
-            report[name] = f"stale: {exc}" if isinstance(exc, RelayStale) else f"down: {type(exc).__name__}"
+            report[name] = f"stale: {exc}" if isinstance(exc, Stale) else f"down: {type(exc).__name__}"
         else:
             report[name] = "ok"
     return report

@@ -69,10 +69,11 @@ class Event(models.Model):
         return model._default_manager.filter(pk=self.target_id).first()
 
 
-class RelayHeartbeat(models.Model):
-    """When the outbox sweep last ran: /healthz reports a relay that stopped."""
+class Heartbeat(models.Model):
+    """When a component last proved it works: the outbox sweep ("outbox") and each worker
+    ("worker:<name>"); /healthz reports those that stopped."""
 
-    name = models.CharField(max_length=32, primary_key=True)
+    name = models.CharField(max_length=200, primary_key=True)
     beat_at = models.DateTimeField()
 
     def __str__(self) -> str:

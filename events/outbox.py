@@ -27,7 +27,8 @@ from django.db.models.functions import Coalesce
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
-from events.models import Event, RelayHeartbeat
+from events.heartbeats import heartbeat_last, heartbeat_record
+from events.models import Event
 
 logger = logging.getLogger(__name__)
 
@@ -283,8 +284,8 @@ def events_prune(*, finished_before: datetime) -> int:
 
 def relay_heartbeat() -> None:
     """Note that the outbox sweep ran just now."""
-    RelayHeartbeat.objects.update_or_create(name=RELAY, defaults={"beat_at": timezone.now()})
+    heartbeat_record(RELAY)
 
 
 def relay_last_beat() -> datetime | None:
-    return RelayHeartbeat.objects.filter(name=RELAY).values_list("beat_at", flat=True).first()
+    return heartbeat_last(RELAY)

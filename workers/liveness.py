@@ -6,12 +6,14 @@ checks the PID. So the worker's main process publishes a `worker_ping` to its ow
 queue every WORKER_PING_INTERVAL_S, and the task, run by a pool process like any delivery,
 touches the worker's liveness file. A file older than WORKER_LIVENESS_TIMEOUT_S means the
 worker stopped consuming: `manage.py worker_alive NAME` exits 1, and the shipped supervisor
-(deploy/supervisord.conf, workers/watchdog.py) restarts it. Files, not database rows, so a
-database outage does not make every worker look dead.
+(deploy/supervisord.conf, workers/watchdog.py) restarts it. Files, not database rows, decide
+liveness, so a database outage does not make every worker look dead; the ping also notes a
+heartbeat in the database (best effort) so that /healthz, on another host, can tell too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -20,10 +22,14 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.db import DatabaseError
+
+from events.heartbeats import heartbeat_forget, heartbeat_record
 
 logger = logging.getLogger(__name__)
 
 WORKER_PING_TASK = "worker_ping"
+HEARTBEAT_PREFIX = "worker:"
 
 
 def worker_name(hostname: str) -> str:
@@ -41,6 +47,10 @@ def liveness_touch(name: str) -> None:
     path = liveness_file(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
+    try:
+        heartbeat_record(HEARTBEAT_PREFIX + name)
+    except DatabaseError as exc:  # the file is what liveness goes by
+        logger.warning("could not note the worker's heartbeat in the database: %r", exc)
 
 
 def liveness_age(name: str) -> float | None:
@@ -73,6 +83,8 @@ class Pinger:
     def stop(self) -> None:
         self._stop.set()
         liveness_forget(self.name)
+        with contextlib.suppress(DatabaseError):
+            heartbeat_forget(HEARTBEAT_PREFIX + self.name)  # gone on purpose: not stale
 
     def _run(self) -> None:
         from celery import current_app

@@ -40,6 +40,9 @@ def stale_workers(processes: list[dict[str, Any]], *, timeout_s: float) -> list[
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    import django
+
+    django.setup()  # workers.liveness reads settings and notes heartbeats through the ORM
     from django.conf import settings
     from supervisor import childutils
 

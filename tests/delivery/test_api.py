@@ -12,9 +12,10 @@ from rest_framework.test import APIClient
 
 from delivery.credentials import TICKET_TTL, ticket_redeem, token_authenticate, token_issue, tokens_revoke
 from delivery.models import Inbox, Notification
-from events.models import Event, RelayHeartbeat
+from events.models import Event, Heartbeat
 from events.outbox import relay_heartbeat
 from messaging.models import Message
+from workers.tasks import worker_ping_task
 
 pytestmark = pytest.mark.django_db
 
@@ -444,8 +445,10 @@ def test_a_wrong_method_answers_405_in_json(as_user, alice) -> None:
     assert_json_error(as_user(alice).get("/api/notifications/read-all/"), 405)
 
 
-def test_healthz_answers_200_when_database_redis_broker_and_relay_answer(client) -> None:
+def test_healthz_answers_200_when_database_redis_broker_relay_and_workers_answer(client, settings, tmp_path) -> None:
+    settings.WORKER_LIVENESS_DIR = str(tmp_path)
     relay_heartbeat()
+    worker_ping_task.apply(args=("worker_0",))
 
     response = client.get("/healthz")
 
@@ -453,12 +456,30 @@ def test_healthz_answers_200_when_database_redis_broker_and_relay_answer(client)
     assert response.json() == {
         "status": "ok",
         "down": [],
-        "checks": {"database": "ok", "redis": "ok", "broker": "ok", "relay": "ok"},
+        "checks": {"database": "ok", "redis": "ok", "broker": "ok", "relay": "ok", "workers": "ok"},
     }
+
+
+def test_healthz_reports_stale_workers_and_forgets_long_gone_ones(client, settings) -> None:
+    settings.WORKER_LIVENESS_TIMEOUT_S = 60
+    relay_heartbeat()
+    assert client.get("/healthz").json()["checks"]["workers"] == "stale: no worker seen"
+
+    now = timezone.now()
+    Heartbeat.objects.create(name="worker:worker_0", beat_at=now - timedelta(seconds=5))
+    Heartbeat.objects.create(name="worker:worker_1", beat_at=now - timedelta(seconds=75))
+    Heartbeat.objects.create(name="worker:scaled_away", beat_at=now - timedelta(hours=1))
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["workers"]
+    assert response.json()["checks"]["workers"] == "stale: worker_1 last pinged 75 s ago"
 
 
 def test_healthz_answers_503_naming_what_is_down(client, settings) -> None:
     relay_heartbeat()
+    Heartbeat.objects.create(name="worker:worker_0", beat_at=timezone.now())
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
     response = client.get("/healthz")
@@ -471,7 +492,8 @@ def test_healthz_answers_503_naming_what_is_down(client, settings) -> None:
 
 def test_healthz_reports_a_relay_that_has_not_run_for_three_intervals(client, settings) -> None:
     settings.EVENTS_RELAY_INTERVAL_S = 2.0
-    RelayHeartbeat.objects.create(name="outbox", beat_at=timezone.now() - timedelta(seconds=6.2))
+    Heartbeat.objects.create(name="outbox", beat_at=timezone.now() - timedelta(seconds=6.2))
+    Heartbeat.objects.create(name="worker:worker_0", beat_at=timezone.now())
 
     response = client.get("/healthz")
 
@@ -489,7 +511,7 @@ def test_healthz_reports_a_relay_that_never_ran(client) -> None:
 
 def test_a_relay_that_ran_within_three_intervals_is_fine(client, settings) -> None:
     settings.EVENTS_RELAY_INTERVAL_S = 2.0
-    RelayHeartbeat.objects.create(name="outbox", beat_at=timezone.now() - timedelta(seconds=5.5))
+    Heartbeat.objects.create(name="outbox", beat_at=timezone.now() - timedelta(seconds=5.5))
 
     assert client.get("/healthz").json()["checks"]["relay"] == "ok"
 
