@@ -50,11 +50,16 @@ $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.run-deps
 
-# make bench - the benchmarks in bench/ with moderate defaults (about 7 minutes on 2 cores):
-# each starts a stack of its own on 127.0.0.1 and prints Markdown tables (docs/BENCHMARKS.md)
-.PHONY: bench
-bench: $(VENV)/.dev-deps
-	$(PY) -m bench.delivery
-	$(PY) -m bench.fanout
-	$(PY) -m bench.emit_cost
-	$(PY) -m bench.task_cost
+# make bench - every benchmark in bench/ against the naive baseline in one run (about 12 minutes on
+# 2 cores): a stack of its own on 127.0.0.1, progress on stderr, the report, results and PNG plots in
+# docs/bench/ (BENCH_ARGS="--only fanout --out var/bench" to vary). make bench-quick: a smoke run.
+.PHONY: bench bench-quick
+bench: $(VENV)/.bench-deps
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.bench-deps
+	$(PY) -m bench --quick $(BENCH_ARGS)
+
+$(VENV)/.bench-deps: requirements.txt requirements-dev.txt requirements-bench.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $@ $(VENV)/.dev-deps $(VENV)/.run-deps

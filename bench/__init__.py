@@ -1,11 +1,11 @@
-"""Benchmarks of the whole pipeline on this machine. Never part of the test suite.
+"""Benchmarks of the whole pipeline against the naive tutorial design, on this machine.
 
-    .venv/bin/python -m bench.delivery    # latency and loss, N users x M tabs, events at R/s
-    .venv/bin/python -m bench.fanout      # one event to K users
-    .venv/bin/python -m bench.emit_cost   # what emitting costs a request, broker up and down
-    .venv/bin/python -m bench.task_cost   # each step's CPU for one event, in one process
+    .venv/bin/python -m bench            # every scenario (make bench), about 12 minutes
+    .venv/bin/python -m bench --quick    # a smoke run (make bench-quick)
 
-Each starts a stack of its own (a throwaway PostgreSQL database, a private redis-server,
-daphne and a Celery worker) on 127.0.0.1, prints Markdown tables, and removes what it made.
+One run starts the product stack (a throwaway PostgreSQL database, private redis-servers,
+the web process, a Celery worker and beat) and the baseline of bench/naive side by side on
+127.0.0.1, drives both with the same load generators, and writes a Markdown report with
+ratios to the baseline, the results as JSON and PNG plots. Never part of the test suite.
 Results and the commands that produced them: docs/BENCHMARKS.md.
 """

@@ -1,43 +1,37 @@
-"""What emitting costs a request: sequential requests to daphne, broker up and broker down.
+"""What emitting costs a request: sequential requests, product and baseline, broker up and down.
 
-    .venv/bin/python -m bench.emit_cost [--requests 300] [--layer pubsub]
+One client per web process sends requests one after the other over a keep-alive
+connection, interleaved kind by kind so the machine's noise weighs on each alike:
 
-One stack with two private redis-servers, one for the channel layer and one as the Celery
-broker, so that the broker can be stopped alone. One client sends requests one after the
-other over a keep-alive connection and times each:
+- `GET /bench-no-such-page` on each (Django's request path, a 404, no database): the floor;
+- product `GET /api/notifications/unread-count/` (token auth and one read): does not emit;
+- product `POST /api/events/` (a staff token; the recipients looked up, emit()) and the
+  baseline's `POST /api/events/` (the request calls group_send itself);
+- product `POST /api/messages/` (a message and its event in one transaction).
 
-- `GET /bench-no-such-page` (Django's whole request path, a 404, no database): the floor;
-- `GET /api/notifications/unread-count/` (token auth and one read): a request that does
-  not emit;
-- `POST /api/messages/` (token auth, the recipient looked up, the message and its
-  `message.received` event inserted in one transaction, the hand-off queued on commit);
-- `POST /api/events/` (a staff token; emit() over HTTP, one recipient).
-
-Then the broker is stopped and the same requests are sent again: they must stay fast,
-since the request never talks to the broker. Finally the broker is started again, and the
-events it missed are counted (they wait for the outbox relay, which is not running here).
-
-MEASURED.md §5, for comparison: a no-op view 2.2 / 3.6 ms (p50 / p99), a view that looks
-up the user and calls group_send itself 5.7 / 10.2 ms.
+Then the product's broker is stopped and its requests are sent again: they must stay as
+fast, since a request never talks to the broker. After it is started again the events it
+missed are counted (the outbox sweep delivers them).
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
-import sys
 import time
 from typing import Any
 
-from bench.stack import DEFAULT_POSTGRES, bench_stack, header, log, ms, summary_ms, table
+from bench.numbers import summary_ms
+from bench.session import Session
+from bench.stack import log
 
-SERIES = ("noop", "read", "message", "event")
-LABELS = {
-    "noop": "GET 404 page (no database)",
-    "read": "GET unread-count (token, 1 read)",
-    "message": "POST /api/messages/ (emits)",
-    "event": "POST /api/events/ (emits)",
+KINDS = {
+    "product noop": "GET 404 page (no database)",
+    "product read": "GET unread-count (token, one read; no emit)",
+    "product event": "POST /api/events/ (emit)",
+    "product message": "POST /api/messages/ (message + emit, one transaction)",
+    "naive noop": "GET 404 page (no database)",
+    "naive event": "POST /api/events/ (group_send in the request)",
 }
 
 
@@ -69,108 +63,71 @@ class Client:
         return response.status, time.perf_counter() - started
 
 
-def one_request(client: Client, kind: str, number: int, tokens: dict[str, str], label: str) -> tuple[int, float]:
-    if kind == "noop":
+def one_request(clients: dict[str, Client], kind: str, number: int, tokens: dict[str, str]) -> tuple[int, float]:
+    system, what = kind.split()
+    client = clients[system]
+    if what == "noop":
         return client.request("GET", "/bench-no-such-page")
-    if kind == "read":
+    if what == "read":
         return client.request("GET", "/api/notifications/unread-count/", token=tokens["sender"])
-    if kind == "message":
-        body = {"to": "rcpt", "text": f"{label} {number}"}
-        return client.request("POST", "/api/messages/", token=tokens["sender"], body=body)
-    body = {"type": "notice", "recipients": ["rcpt"], "data": {"title": f"{label} {number}"}}
-    return client.request("POST", "/api/events/", token=tokens["ops"], body=body)
+    if what == "message":
+        return client.request(
+            "POST", "/api/messages/", token=tokens["sender"], body={"to": "rcpt", "text": str(number)}
+        )
+    body = {"type": "notice", "recipients": ["rcpt"], "data": {"title": f"cost {number}", "body": "0"}}
+    return client.request("POST", "/api/events/", token=tokens[f"{system} staff"], body=body)
 
 
-def run_series(client: Client, count: int, tokens: dict[str, str], label: str) -> dict[str, dict[str, Any]]:
-    """`count` requests of each kind, interleaved (noop, read, message, event, noop, ...), so
-    that whatever else the machine is doing weighs on every kind alike."""
-    timings: dict[str, list[float]] = {kind: [] for kind in SERIES}
-    statuses: dict[str, dict[int, int]] = {kind: {} for kind in SERIES}
+def run_series(clients: dict[str, Client], kinds: list[str], count: int, tokens: dict[str, str]) -> dict[str, Any]:
+    timings: dict[str, list[float]] = {kind: [] for kind in kinds}
+    statuses: dict[str, dict[str, int]] = {kind: {} for kind in kinds}
     for number in range(count):
-        for kind in SERIES:
-            status, took = one_request(client, kind, number, tokens, label)
-            statuses[kind][status] = statuses[kind].get(status, 0) + 1
+        for kind in kinds:
+            status, took = one_request(clients, kind, number, tokens)
+            statuses[kind][str(status)] = statuses[kind].get(str(status), 0) + 1
             timings[kind].append(took)
-    return {
-        kind: {"latency": summary_ms(timings[kind]), "statuses": statuses[kind], "seconds": sum(timings[kind])}
-        for kind in SERIES
+    return {kind: {"latency": summary_ms(timings[kind]), "statuses": statuses[kind]} for kind in kinds}
+
+
+def run(session: Session) -> dict[str, Any]:
+    options = session.options
+    product = session.product
+    tokens = {
+        "sender": product.manage("issue_token", "sender", "--create"),
+        "product staff": product.manage("issue_token", "ops", "--create", "--staff"),
+        "naive staff": session.naive.env["NAIVE_STAFF_TOKEN"],
     }
+    product.manage("issue_token", "rcpt", "--create")
+    clients = {"product": Client(product.port), "naive": Client(session.naive.port)}
+    found: dict[str, Any] = {"labels": KINDS}
+    run_series(clients, list(KINDS), max(options.requests // 10, 5), tokens)  # warm-up
+    found["broker up"] = run_series(clients, list(KINDS), options.requests, tokens)
+    session.progress.step("emit cost: broker up")
 
+    assert product.broker is not None
+    product.broker.stop()
+    log("broker stopped")
+    product_kinds = [kind for kind in KINDS if kind.startswith("product")]
+    found["broker down"] = run_series(clients, product_kinds, options.requests, tokens)
+    found["while down"] = session.product_emitter.ask(60, cmd="pending")
+    session.progress.step("emit cost: broker down")
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=300, help="requests per series")
-    parser.add_argument("--warmup", type=int, default=30, help="untimed requests per series first")
-    parser.add_argument("--layer", default="pubsub")
-    parser.add_argument("--postgres", default=DEFAULT_POSTGRES)
-    parser.add_argument("--keep-logs", action="store_true")
-    args = parser.parse_args(argv)
-
-    rows: list[list[Any]] = []
-    after: dict[str, Any] = {}
-    with bench_stack(args.layer, postgres=args.postgres, separate_broker=True, keep_logs=args.keep_logs) as stack:
-        tokens = {
-            "sender": stack.manage("issue_token", "sender", "--create"),
-            "ops": stack.manage("issue_token", "ops", "--create", "--staff"),
-        }
-        stack.manage("issue_token", "rcpt", "--create")
-        client = Client(stack.live.port)
-        for phase in ("broker up", "broker down"):
-            if phase == "broker down":
-                assert stack.broker is not None
-                stack.broker.stop()
-                log("broker stopped")
-            run_series(client, args.warmup, tokens, f"warm-up {phase}")
-            results = run_series(client, args.requests, tokens, phase)
-            for kind, result in results.items():
-                latency = result["latency"]
-                rows.append(
-                    [
-                        phase,
-                        LABELS[kind],
-                        ms(latency["p50"]),
-                        ms(latency["p95"]),
-                        ms(latency["p99"]),
-                        ms(latency["max"]),
-                        f"{args.requests / result['seconds']:.0f}",
-                        ", ".join(f"{count}x {status}" for status, count in sorted(result["statuses"].items())),
-                    ]
-                )
-                log(f"{phase} {kind}: p50 {ms(latency['p50'])} p99 {ms(latency['p99'])} {result['statuses']}")
-
-        emitter = stack.child("bench.emitter", "emitter")
-        try:
-            after["while down"] = emitter.ask(60, cmd="undispatched")
-            assert stack.broker is not None
-            stack.broker.start()  # the same port
-            log("broker started again")
-            time.sleep(1)
-            client.request("POST", "/api/messages/", token=tokens["sender"], body={"to": "rcpt", "text": "back"})
-            after["newest"] = emitter.ask(90, cmd="newest_delivered", timeout=60)
-            time.sleep(5)  # what the hand-off thread still held is published now
-            after["after restart"] = emitter.ask(60, cmd="undispatched")
-        finally:
-            emitter.stop()
-        web_log = stack.process("web").log()
-        after["handoff warnings"] = web_log.count("could not hand event")
-        after["queue full"] = web_log.count("hand-off queue full")
-
-    out = [
-        header(f"Emit cost: {args.requests} sequential requests per row, layer {args.layer}", "bench.emit_cost", argv)
-    ]
-    out.append(table(["broker", "request", "p50", "p95", "p99", "max", "req/s", "answers"], rows))
-    down, restarted = after["while down"], after["after restart"]
-    out.append(
-        f"\nWith the broker down, {down['pending']} events were pending, {down['never_handed_off']} of them never "
-        f"handed to the broker; daphne logged {after['handoff warnings']} hand-off failures "
-        f"({after['queue full']} 'queue full'). After the broker came back, {restarted['pending']} were still "
-        f"pending ({restarted['never_handed_off']} never handed off): those wait for the outbox relay (beat), "
-        "which this benchmark does not run. A message sent after the restart was "
-        f"{after['newest']['status']} {after['newest']['seconds']:.1f} s later."
+    product.broker.start()  # the same port, empty
+    log("broker started again")
+    time.sleep(2)
+    found["worker alive"] = product.processes["worker"].alive()
+    if not found["worker alive"]:
+        # Celery 5.7 / kombu 5.7 can die on a broker restart (README, "Running it in
+        # production"): start it again, as its supervisor would, and see the outbox catch up.
+        log("the worker died with the broker restart; starting it again")
+        product.stop_process("worker")
+        product.start_worker(options.workers)
+    clients["product"].request("POST", "/api/messages/", token=tokens["sender"], body={"to": "rcpt", "text": "back"})
+    found["newest after restart"] = session.product_emitter.ask(90, cmd="newest_delivered", timeout=60)
+    found["after restart"] = session.product_emitter.ask(
+        options.drain_timeout + 30, cmd="drained", timeout=options.drain_timeout
     )
-    print("\n".join(out) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    web_log = product.processes["web"].log()
+    found["handoff failures logged"] = web_log.count("could not hand")
+    session.progress.step("emit cost: broker back")
+    return found

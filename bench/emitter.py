@@ -1,10 +1,9 @@
 """The Django side of a benchmark, in a process of its own: users, tokens, emit() at a rate.
 
-Started by the benchmarks with the stack's environment (python -m bench.emitter) and driven
-by JSON lines on stdin, one answer per line on stdout. It calls `emit()` as application
-code does, in autocommit, so each event is its own transaction and is handed to Celery on
-commit by this process's hand-off thread: the socket process carries frames only, as
-MEASURED.md advises for heavy ingest.
+Started by the benchmarks with the product stack's environment (python -m bench.emitter)
+and driven by JSON lines on stdin, one answer per line on stdout. It calls `emit()` as
+application code does, in autocommit, so each event is its own transaction and is handed
+to the workers on commit by this process's hand-off thread.
 
 Each event carries its emit time in `data.body` (a float, time.time()), so the tab that
 receives it can tell the end-to-end latency.
@@ -13,9 +12,7 @@ receives it can tell the end-to-end latency.
 from __future__ import annotations
 
 import os
-import statistics
 import time
-from collections import Counter
 from typing import Any
 
 import django
@@ -25,20 +22,25 @@ django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.hashers import make_password  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.db.models import Max  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from bench.pacing import paced  # noqa: E402
 from bench.stack import answer, serve_json_lines  # noqa: E402
 from delivery.credentials import token_issue  # noqa: E402
+from delivery.deliver_events import deliver_events  # noqa: E402
 from delivery.models import Inbox, Notification  # noqa: E402
 from events import emit  # noqa: E402
-from events.handoff import hand_off  # noqa: E402
+from events.handoff import hand_off, publish_delivery  # noqa: E402
 from events.models import Event  # noqa: E402
 
 BATCH = 1000
+PENDING = Event.Status.PENDING
 
 
 def users(*, prefix: str, count: int, staff: bool = False) -> dict[str, Any]:
-    """Create `count` users named prefix00000...; answers their ids in order."""
+    """Create `count` users named prefix00000...; answers their ids and names in order."""
     started = time.monotonic()
     model = get_user_model()
     unusable = make_password(None)  # they log in with tokens only; hashing 10,000 passwords would take minutes
@@ -48,108 +50,88 @@ def users(*, prefix: str, count: int, staff: bool = False) -> dict[str, Any]:
             [model(username=name, password=unusable, is_staff=staff) for name in names[start : start + BATCH]]
         )
     ids = dict(model.objects.filter(username__in=names).values_list("username", "id"))
-    return {"ids": [ids[name] for name in names], "seconds": time.monotonic() - started}
+    return {"ids": [ids[name] for name in names], "names": names, "seconds": time.monotonic() - started}
 
 
 def tokens(*, user_ids: list[int]) -> dict[str, Any]:
     """One API token per user (the user's tabs share it), as `issue_token` makes them."""
-    model = get_user_model()
-    by_id = model.objects.in_bulk(user_ids)
+    by_id = get_user_model().objects.in_bulk(user_ids)
     return {"tokens": [token_issue(user=by_id[user_id]) for user_id in user_ids]}
 
 
-def rate(*, rate: float, seconds: float, user_ids: list[int], tag: str) -> dict[str, Any]:
+def rate(*, rate: float, seconds: float, recipients: list[int], tag: str) -> dict[str, Any]:
     """emit() `rate` events a second for `seconds`, each to one user, round robin."""
-    total = int(rate * seconds)
-    per_user: Counter[int] = Counter()
-    emit_s: list[float] = []
-    behind_max = 0.0
     connection.ensure_connection()
     answer({"started": time.time()})
-    start = time.monotonic()
-    for number in range(total):
-        due = start + number / rate
-        now = time.monotonic()
-        if due > now:
-            time.sleep(due - now)
-        else:
-            behind_max = max(behind_max, now - due)
-        user_id = user_ids[number % len(user_ids)]
-        t0 = time.time()
-        emit("notice", recipients=[user_id], data={"title": tag, "body": repr(t0)})
-        emit_s.append(time.time() - t0)
-        per_user[user_id] += 1
-    elapsed = time.monotonic() - start
-    flushed = hand_off.flush(timeout=120)
-    emit_sorted = sorted(emit_s)
-    return {
-        "emitted": total,
-        "seconds": elapsed,
-        "achieved": total / elapsed if elapsed else 0.0,
-        "behind_max_s": behind_max,
-        "emit_ms_p50": 1000 * statistics.median(emit_sorted),
-        "emit_ms_max": 1000 * emit_sorted[-1],
-        "handoff_done_after_s": time.monotonic() - start - elapsed,
-        "handoff_flushed": flushed,
-        "per_user": {str(user_id): n for user_id, n in per_user.items()},
-        "ended": time.time(),
-    }
+
+    def send(user_id: int, body: str) -> None:
+        emit("notice", recipients=[user_id], data={"title": tag, "body": body})
+
+    result = paced(rate=rate, seconds=seconds, recipients=recipients, send=send)
+    flushed_at = time.monotonic()
+    result["handoff_flushed"] = hand_off.flush(timeout=120)
+    result["handoff_flush_s"] = time.monotonic() - flushed_at
+    return result
 
 
 def drained(*, timeout: float) -> dict[str, Any]:
     """Wait until no event is pending (every notification stored and rung)."""
     started = time.monotonic()
-    pending = Event.objects.filter(status=Event.Status.PENDING).count()
-    initially = pending
+    pending = initially = Event.objects.filter(status=PENDING).count()
     while pending and time.monotonic() - started < timeout:
-        time.sleep(0.1)
-        pending = Event.objects.filter(status=Event.Status.PENDING).count()
+        time.sleep(0.05)
+        pending = Event.objects.filter(status=PENDING).count()
     return {
         "pending_at_start": initially,
         "pending": pending,
         "seconds": time.monotonic() - started,
         "dead": Event.objects.filter(status=Event.Status.DEAD).count(),
+        "at": time.time(),
     }
 
 
 def fanout(*, user_ids: list[int], tag: str, timeout: float) -> dict[str, Any]:
-    """One event to every user in `user_ids`; answers when it was stored, seen from here."""
+    """One event to every user in `user_ids`; answers when its notifications were stored."""
     count = len(user_ids)
     connection.ensure_connection()
     t0 = time.time()
     event = emit("notice", recipients=user_ids, data={"title": tag, "body": repr(t0)})
     emit_s = time.time() - t0
     hand_off.flush(timeout=30)
-    handed_off_s = time.time() - t0
-    stored_s = None
     stored = 0
+    stored_s = None
     while time.time() - t0 < timeout:
-        stored = Notification.objects.filter(event_id=event.pk).count()
+        stored = Notification.objects.filter(event__in=Event.objects.filter(parent_id=event.pk)).count()
+        stored += Notification.objects.filter(event_id=event.pk).count()
         if stored >= count:
             stored_s = time.time() - t0
             break
         time.sleep(0.02)
-    while time.time() - t0 < timeout:
-        event.refresh_from_db()
-        if event.status != Event.Status.PENDING:
-            break
+    parts = Event.objects.filter(parent_id=event.pk)
+    while time.time() - t0 < timeout and parts.filter(status=PENDING).exists():
         time.sleep(0.02)
-    created = Notification.objects.filter(event_id=event.pk).values_list("created_at", flat=True)
-    first_row = min(created).timestamp() - t0 if stored else None
-    last_row = max(created).timestamp() - t0 if stored else None
+    event.refresh_from_db()
+    finished = parts.aggregate(last=Max("finished_at"))["last"] or event.finished_at
     return {
         "t0": t0,
-        "event_id": event.pk,
         "emit_s": emit_s,
-        "handed_off_s": handed_off_s,
-        "task_began_s": event.dispatched_at.timestamp() - t0 if event.dispatched_at else None,
         "stored": stored,
         "all_stored_s": stored_s,
-        "first_row_s": first_row,
-        "last_row_s": last_row,
-        "finished_s": event.finished_at.timestamp() - t0 if event.finished_at else None,
+        "parts": parts.count(),
+        "split_s": event.finished_at.timestamp() - t0 if event.finished_at and event.status == "split" else None,
+        "finished_s": finished.timestamp() - t0 if finished else None,
         "status": event.status,
     }
+
+
+def fill(*, user_id: int, count: int, tag: str, timeout: float) -> dict[str, Any]:
+    """`count` events to one user as fast as emit() goes, then wait until all are delivered."""
+    started = time.monotonic()
+    for number in range(count):
+        emit("notice", recipients=[user_id], data={"title": tag, "body": str(number)})
+    hand_off.flush(timeout=60)
+    waited = drained(timeout=timeout)
+    return {"seconds": time.monotonic() - started, "pending": waited["pending"]}
 
 
 def last_seqs(*, user_ids: list[int]) -> dict[str, Any]:
@@ -157,59 +139,113 @@ def last_seqs(*, user_ids: list[int]) -> dict[str, Any]:
     return {"last_seq": {str(user_id): found.get(user_id, 0) for user_id in user_ids}}
 
 
-def undispatched() -> dict[str, Any]:
-    """Events still pending that were never handed to the broker (the relay's work)."""
-    pending = Event.objects.filter(status=Event.Status.PENDING)
-    return {"pending": pending.count(), "never_handed_off": pending.filter(dispatched_at__isnull=True).count()}
+def pending() -> dict[str, Any]:
+    """Events not yet delivered, and of those, how many no worker ever claimed."""
+    waiting = Event.objects.filter(status=PENDING)
+    return {"pending": waiting.count(), "never_claimed": waiting.filter(claimed_by="").count()}
 
 
 def newest_delivered(*, timeout: float) -> dict[str, Any]:
     """Wait until the newest event is no longer pending; answers its status and the wait."""
     started = time.monotonic()
     event = Event.objects.order_by("-pk").first()
-    while event is not None and event.status == Event.Status.PENDING and time.monotonic() - started < timeout:
+    while event is not None and event.status == PENDING and time.monotonic() - started < timeout:
         time.sleep(0.05)
         event.refresh_from_db()
     return {"status": event.status if event else None, "seconds": time.monotonic() - started}
 
 
-def inprocess(*, events: int, users: int) -> dict[str, Any]:
-    """What emit(), the hand-off's publish and a one-recipient delivery cost in this process,
-    without Celery: CPU and wall time per call, and the SQL statements Django sent for one."""
-    from delivery.fanout import event_deliver
-    from django.test.utils import CaptureQueriesContext
+# --- costs in this process, without Celery ---------------------------------------------------
 
-    from events.handoff import publish_to_celery
 
-    made = globals()["users"](prefix="c", count=users)["ids"]
-    real_publish, hand_off.publish = hand_off.publish, lambda event_id: None  # measured apart below
+def _timed(call: Any, items: list[Any]) -> dict[str, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    walls = []
+    for item in items:
+        started = time.perf_counter()
+        call(item)
+        walls.append(time.perf_counter() - started)
+    walls.sort()
+    return {
+        "cpu_ms": 1000 * (time.process_time() - cpu) / len(items),
+        "wall_ms": 1000 * (time.perf_counter() - wall) / len(items),
+        "wall_ms_p50": 1000 * walls[len(walls) // 2],
+        "wall_ms_p99": 1000 * walls[min(int(len(walls) * 0.99), len(walls) - 1)],
+    }
 
-    def timed(call: Any, items: list[Any]) -> dict[str, float]:
-        cpu, wall = time.process_time(), time.perf_counter()
-        for item in items:
-            call(item)
-        return {
-            "cpu_ms": 1000 * (time.process_time() - cpu) / len(items),
-            "wall_ms": 1000 * (time.perf_counter() - wall) / len(items),
-        }
 
-    def statements(call: Any, item: Any) -> int:
-        with CaptureQueriesContext(connection) as captured:
-            call(item)
-        return len(captured.captured_queries)
+def _statements(call: Any, item: Any) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        call(item)
+    return len(captured.captured_queries)
+
+
+def inprocess(*, events: int, users_count: int, batch: int) -> dict[str, Any]:
+    """CPU, wall time and SQL statements of each step for one event, in this process:
+    emit() in autocommit and inside atomic(), the hand-off's publish, deliver_events for
+    a lone event and for events in batches. The worker must be stopped meanwhile."""
+    made = users(prefix="c", count=users_count)["ids"]
+    real_publish, hand_off.publish = hand_off.publish, lambda event_ids: None  # measured apart below
+    found: dict[str, Any] = {}
 
     def emit_one(number: int) -> int:
-        return emit("notice", recipients=[made[number % users]], data={"title": "cost", "body": "0"}).pk
+        return emit("notice", recipients=[made[number % users_count]], data={"title": "cost", "body": "0"}).pk
+
+    def emit_in_atomic(number: int) -> None:
+        with transaction.atomic():
+            Event.objects.exists()  # the caller's own work, so BEGIN is not emit's
+            started = time.perf_counter()
+            emit_one(number)
+            inside.append(time.perf_counter() - started)
+
+    def deliver_all(_: Any = None) -> int:
+        return deliver_events(token="bench-inprocess", budget_s=600)  # noqa: S106 (a claim name)
 
     try:
         emit_one(0)
-        found: dict[str, Any] = {"emit": timed(emit_one, list(range(events)))}
-        found["emit"]["statements"] = statements(emit_one, 0)
-        ids = [emit_one(number) for number in range(2 * events + 2)]
-        event_deliver(event_id=ids[0])
-        found["deliver"] = timed(lambda event_id: event_deliver(event_id=event_id), ids[1 : events + 1])
-        found["deliver"]["statements"] = statements(lambda event_id: event_deliver(event_id=event_id), ids[-1])
-        found["publish"] = timed(publish_to_celery, ids[events + 1 : 2 * events + 1])
+        found["emit"] = _timed(emit_one, list(range(events)))
+        found["emit"]["statements"] = _statements(emit_one, 0)
+        inside: list[float] = []
+        found["emit_atomic"] = _timed(emit_in_atomic, list(range(events)))
+        inside.sort()
+        found["emit_atomic"]["call_ms_p50"] = 1000 * inside[len(inside) // 2]
+        found["emit_atomic"]["statements"] = _statements(emit_in_atomic, 0)
+        deliver_all()  # what the steps above emitted
+
+        # One event at a time: what a lone event costs when the pipeline is idle.
+        lone: list[float] = []
+        cpu_lone = 0.0
+        statements_lone = 0
+        for number in range(events // 3):
+            emit_one(number)
+            cpu, wall = time.process_time(), time.perf_counter()
+            if number == 0:
+                statements_lone = _statements(deliver_all, None)
+            else:
+                deliver_all()
+            cpu_lone += time.process_time() - cpu
+            lone.append(time.perf_counter() - wall)
+        found["deliver_lone"] = {
+            "cpu_ms": 1000 * cpu_lone / len(lone),
+            "wall_ms": 1000 * sum(lone) / len(lone),
+            "statements": statements_lone,
+        }
+
+        # A backlog: `batch` events to distinct users, claimed and stored in batches.
+        for number in range(batch):
+            emit_one(number)
+        cpu, wall = time.process_time(), time.perf_counter()
+        with CaptureQueriesContext(connection) as captured:
+            delivered = deliver_all()
+        found["deliver_batch"] = {
+            "cpu_ms": 1000 * (time.process_time() - cpu) / max(delivered, 1),
+            "wall_ms": 1000 * (time.perf_counter() - wall) / max(delivered, 1),
+            "statements": len(captured.captured_queries),
+            "events": delivered,
+        }
+
+        ids = [[number] for number in range(events // 3)]
+        found["publish"] = _timed(publish_delivery, ids)
     finally:
         hand_off.publish = real_publish
     return found
@@ -223,8 +259,9 @@ if __name__ == "__main__":
             "rate": rate,
             "drained": drained,
             "fanout": fanout,
+            "fill": fill,
+            "pending": pending,
             "last_seqs": last_seqs,
-            "undispatched": undispatched,
             "newest_delivered": newest_delivered,
             "inprocess": inprocess,
         }

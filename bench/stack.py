@@ -1,47 +1,52 @@
-"""What every benchmark needs: a stack of its own, child processes it talks to, and meters.
+"""The stacks a benchmark runs against, and the helper processes it drives.
 
-The stack is a throwaway PostgreSQL database on the local server (dropped afterwards), a
-private redis-server on a free port (and, when asked, a second one as the Celery broker,
-so the broker can be stopped without the channel layer), daphne and a Celery worker
-started as tests/live.py starts them. Nothing shared is touched, and all traffic stays on
-127.0.0.1.
+The product stack is a throwaway PostgreSQL database on the local server (dropped
+afterwards), two private redis-servers (the channel layer, and the Celery broker, so the
+broker can be stopped alone), a web process serving project.asgi:application (daphne,
+uvicorn or granian), a Celery worker and beat, as the Procfile runs them. The naive stack
+is the tutorial design in bench/naive: one daphne process and a redis-server, nothing
+stored. Nothing shared is touched, and all traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import queue
 import re
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 from psycopg import sql
 
-from tests.live import ROOT, LiveStack, ManagedProcess
+from devtools.with_redis import free_port
+from tests.live import ROOT, ManagedProcess
 from tests.servers import PrivateRedis
 
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432"
 PYTHON = sys.executable
+BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 60.0
+PRODUCT_APP = "project.asgi:application"
+NAIVE_APP = "bench.naive.asgi:application"
+WS_PATH = "/ws/notifications/"
 
 
 def log(message: str) -> None:
-    """Progress goes to stderr; stdout is kept for the tables."""
+    """Progress goes to stderr; stdout is kept for the report."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
@@ -60,34 +65,174 @@ def drop_database(server_url: str, name: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-# --- the stack -------------------------------------------------------------------------------
+# --- web servers ----------------------------------------------------------------------------
+
+
+def web_command(server: str, app: str, port: int) -> list[str]:
+    """How each ASGI server is started: one process, defaults otherwise, as a deployer would."""
+    if server == "daphne":
+        return [str(BIN / "daphne"), "--bind", "127.0.0.1", "--port", str(port), app]
+    if server == "uvicorn":
+        # --lifespan off: Channels' router has no lifespan handler. uvloop and httptools are
+        # picked up automatically (requirements-bench.txt installs them).
+        return [
+            str(BIN / "uvicorn"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            app,
+        ]
+    if server == "granian":
+        # asginl: ASGI without lifespan, for the same reason.
+        return [
+            str(BIN / "granian"),
+            "--interface",
+            "asginl",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            app,
+        ]
+    raise ValueError(f"unknown web server {server!r}")
+
+
+def http_answers(url: str) -> bool:
+    """Whether anything answers HTTP at `url` (an error status counts: the server is up)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (our own server on 127.0.0.1)
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+# --- a stack ----------------------------------------------------------------------------------
 
 
 @dataclass
-class BenchStack:
-    """daphne, a Celery worker and their private servers, for one benchmark configuration."""
+class Stack:
+    """Processes of one system under test, their private servers and their logs."""
 
-    layer: str
+    name: str
+    app: str
     workdir: Path
     env: dict[str, str]
-    database: str
     redis: PrivateRedis
-    broker: PrivateRedis | None
-    live: LiveStack = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.live = LiveStack(env=self.env, workdir=self.workdir)
+    broker: PrivateRedis | None = None
+    database: str | None = None
+    port: int = 0
+    api_port: int = 0
+    server: str = ""
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
     @property
     def http_url(self) -> str:
-        return self.live.http_url
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return self.live.ws_url
+        return f"ws://127.0.0.1:{self.port}{WS_PATH}"
 
-    def process(self, name: str) -> ManagedProcess:
-        return next(p for p in self.live.processes if p.name == name)
+    def pid(self, name: str) -> int:
+        return self.processes[name].popen.pid
+
+    def spawn(self, name: str, command: list[str]) -> ManagedProcess:
+        log_path = self.workdir / f"{name}.log"
+        with log_path.open("ab") as out:
+            popen = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        process = ManagedProcess(name=name, popen=popen, log_path=log_path)
+        self.processes[name] = process
+        return process
+
+    def wait_until(self, process: ManagedProcess, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready():
+            if not process.alive():
+                raise RuntimeError(f"{process.name} exited during start-up:\n{process.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{process.name} not ready after {START_TIMEOUT_S}s:\n{process.log()[-4000:]}")
+            time.sleep(0.1)
+
+    def start_web(self, server: str = "daphne") -> ManagedProcess:
+        self.port = free_port()
+        self.server = server
+        web = self.spawn("web", web_command(server, self.app, self.port))
+        self.wait_until(web, lambda: http_answers(f"{self.http_url}/healthz"))
+        return web
+
+    def start_api(self) -> ManagedProcess:
+        """A second daphne process of the same application for HTTP only: the deployment that
+        routes the API away from the process holding the sockets."""
+        self.api_port = free_port()
+        api = self.spawn("api", web_command("daphne", self.app, self.api_port))
+        self.wait_until(api, lambda: http_answers(f"http://127.0.0.1:{self.api_port}/healthz"))
+        return api
+
+    def stop_web(self) -> None:
+        web = self.processes.pop("web", None)
+        if web is not None:
+            web.stop()
+            # The next server's log starts fresh; this one's is kept under its name.
+            web.log_path.rename(web.log_path.with_name(f"web-{self.server}-{web.popen.pid}.log"))
+
+    def start_worker(self, concurrency: int) -> ManagedProcess:
+        worker = self.spawn(
+            "worker",
+            [
+                str(BIN / "celery"),
+                "--app",
+                "project",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"bench-{os.getpid()}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+            ],
+        )
+        self.wait_until(worker, lambda: " ready." in worker.log())
+        return worker
+
+    def start_beat(self) -> ManagedProcess:
+        beat = self.spawn(
+            "beat",
+            [
+                str(BIN / "celery"),
+                "--app",
+                "project",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.workdir / "s"),
+            ],
+        )
+        self.wait_until(beat, lambda: "beat: Starting" in beat.log())
+        return beat
+
+    def stop_process(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is not None:
+            process.stop()
 
     def manage(self, *args: str) -> str:
         done = subprocess.run(
@@ -98,65 +243,92 @@ class BenchStack:
         return done.stdout.strip()
 
     def child(self, module: str, name: str) -> Child:
-        """A helper process of ours (the emitter, the tabs) with this stack's environment."""
+        """A helper process of ours (an emitter, the tabs) with this stack's environment."""
         return Child.start([PYTHON, "-m", module], env=self.env, log_path=self.workdir / f"{name}.log")
 
+    def stop_all(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop_process(name)
 
-@contextmanager
-def bench_stack(
-    layer: str,
-    *,
-    postgres: str = DEFAULT_POSTGRES,
-    separate_broker: bool = False,
-    workers: int = 2,
-    log_level: str = "INFO",
-    extra_env: dict[str, str] | None = None,
-    keep_logs: bool = False,
-) -> Iterator[BenchStack]:
-    """A migrated database, Redis, daphne and one Celery worker (`workers` processes)."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{layer}-"))
-    redis = PrivateRedis(workdir=workdir).start()
-    broker: PrivateRedis | None = None
-    if separate_broker:
-        broker_dir = workdir / "broker"
-        broker_dir.mkdir()
-        broker = PrivateRedis(workdir=broker_dir).start()
-    database = create_database(postgres)
-    env = dict(
+
+def _base_env(redis: PrivateRedis, **extra: str) -> dict[str, str]:
+    return dict(
         os.environ,
-        DATABASE_URL=f"{postgres}/{database}",
         REDIS_URL=redis.url,
-        CELERY_BROKER_URL=broker.url if broker is not None else redis.broker_url,
         REDIS_NAMESPACE=f"bench-{secrets.token_hex(3)}",
-        CHANNEL_LAYER=layer,
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY="bench-only-secret-key",  # noqa: S106 (a throwaway stack on 127.0.0.1)
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         PYTHONUNBUFFERED="1",
-        LOG_LEVEL=log_level,
-        **(extra_env or {}),
+        LOG_LEVEL="INFO",
+        **extra,
     )
-    stack = BenchStack(layer=layer, workdir=workdir, env=env, database=database, redis=redis, broker=broker)
+
+
+def _private_redis(workdir: Path, name: str) -> PrivateRedis:
+    folder = workdir / name
+    folder.mkdir()
+    return PrivateRedis(workdir=folder).start()
+
+
+@contextmanager
+def product_stack(
+    *, postgres: str = DEFAULT_POSTGRES, workers: int = 2, server: str = "daphne", keep_logs: bool = False
+) -> Iterator[Stack]:
+    """A migrated database, the channel layer's Redis, a broker Redis, the web process,
+    a Celery worker with `workers` processes and beat."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-product-"))
+    redis = _private_redis(workdir, "redis")
+    broker = _private_redis(workdir, "broker")
+    database = create_database(postgres)
+    env = _base_env(redis, DATABASE_URL=f"{postgres}/{database}", CELERY_BROKER_URL=broker.url, CHANNEL_LAYER="pubsub")
+    stack = Stack(
+        name="product", app=PRODUCT_APP, workdir=workdir, env=env, redis=redis, broker=broker, database=database
+    )
     try:
         stack.manage("migrate", "--noinput")
-        stack.live.start_web()
-        stack.live.start_worker(concurrency=workers)
-        log(f"stack up: layer={layer} db={database} redis={redis.port} daphne={stack.live.port} logs={workdir}")
+        stack.start_web(server)
+        stack.start_worker(workers)
+        stack.start_beat()
+        log(f"product stack up: db {database}, {server} on {stack.port}, logs in {workdir}")
         yield stack
     finally:
-        stack.live.stop_all()
-        redis.stop()
-        if broker is not None:
-            broker.stop()
-        try:
-            drop_database(postgres, database)
-        except psycopg.Error as exc:
-            log(f"could not drop database {database}: {exc}")
-        for name, count, message in log_problems(workdir):
-            log(f"  {name}.log: {count} x {message}")
-        if not keep_logs:
-            shutil.rmtree(workdir, ignore_errors=True)
-        log(f"stack down: {database} dropped" + ("" if not keep_logs else f", logs kept in {workdir}"))
+        _tear_down(stack, keep_logs, lambda: drop_database(postgres, database))
+
+
+@contextmanager
+def naive_stack(*, keep_logs: bool = False) -> Iterator[Stack]:
+    """bench/naive under one daphne process, with a redis-server of its own."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-naive-"))
+    redis = _private_redis(workdir, "redis")
+    env = _base_env(
+        redis,
+        DJANGO_SETTINGS_MODULE="bench.naive.settings",
+        NAIVE_STAFF_TOKEN=secrets.token_hex(16),
+    )
+    stack = Stack(name="naive", app=NAIVE_APP, workdir=workdir, env=env, redis=redis)
+    try:
+        stack.start_web("daphne")
+        log(f"naive stack up: daphne on {stack.port}, logs in {workdir}")
+        yield stack
+    finally:
+        _tear_down(stack, keep_logs, lambda: None)
+
+
+def _tear_down(stack: Stack, keep_logs: bool, drop: Callable[[], None]) -> None:
+    stack.stop_all()
+    for server in (stack.redis, stack.broker):
+        if server is not None:
+            server.stop()
+    try:
+        drop()
+    except psycopg.Error as exc:
+        log(f"could not drop database {stack.database}: {exc}")
+    for name, count, message in log_problems(stack.workdir):
+        log(f"  {stack.name} {name}.log: {count} x {message}")
+    if not keep_logs:
+        shutil.rmtree(stack.workdir, ignore_errors=True)
+    log(f"{stack.name} stack down" + (f", logs kept in {stack.workdir}" if keep_logs else ""))
 
 
 LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) (.*)$")
@@ -244,7 +416,7 @@ class Child:
         if self.popen.poll() is None:
             try:
                 self.send(cmd="quit")
-                self.popen.wait(15)
+                self.popen.wait(30)
             except (OSError, subprocess.TimeoutExpired):
                 self.popen.kill()
                 self.popen.wait(5)
@@ -252,7 +424,7 @@ class Child:
 
 def serve_json_lines(handlers: dict[str, Callable[..., Any]]) -> None:
     """The loop of a synchronous helper: one command per stdin line, one answer per line.
-    A handler may also call `answer()` itself before it returns (progress lines)."""
+    A handler may also call `answer()` itself before it returns (a 'started' line)."""
     for line in sys.stdin:
         command = json.loads(line)
         name = command.pop("cmd")
@@ -271,147 +443,3 @@ def serve_json_lines(handlers: dict[str, Callable[..., Any]]) -> None:
 def answer(result: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
-
-
-# --- meters ----------------------------------------------------------------------------------
-
-TASK_DONE = re.compile(r"Task workers\.tasks\.deliver_event_task\[[^\]]+\] succeeded in ([0-9.]+)s")
-
-
-class TaskLog:
-    """Reads the run times of delivery tasks from the worker's log, from where it last stopped."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
-
-    def since_last(self) -> list[float]:
-        with self.path.open("rb") as log_file:
-            log_file.seek(self.offset)
-            text = log_file.read().decode(errors="replace")
-        complete = text.rfind("\n") + 1  # a line still being written waits for the next call
-        self.offset += len(text[:complete].encode())
-        return [float(found) for found in TASK_DONE.findall(text[:complete])]
-
-
-def rss_mib(pid: int) -> float:
-    return psutil.Process(pid).memory_info().rss / 2**20
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _postgres_backends(database: str) -> list[psutil.Process]:
-    """The PostgreSQL server processes serving this database (their title names it)."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if cmdline and cmdline[0].startswith("postgres:") and f" {database} " in f"{cmdline[0]} ":
-            found.append(process)
-    return found
-
-
-@dataclass
-class CpuSnapshot:
-    at: float
-    per_source: dict[str, dict[int, float]]
-    system_busy: float
-
-
-class CpuMeter:
-    """CPU used by named process trees between two snapshots, as % of one core (200% = both)."""
-
-    def __init__(self) -> None:
-        self.sources: dict[str, Callable[[], list[psutil.Process]]] = {}
-
-    def add_tree(self, name: str, pid: int) -> None:
-        self.sources[name] = lambda: _tree(pid)
-
-    def add_postgres(self, database: str) -> None:
-        self.sources["postgres"] = lambda: _postgres_backends(database)
-
-    def snapshot(self) -> CpuSnapshot:
-        per_source: dict[str, dict[int, float]] = {}
-        for name, processes in self.sources.items():
-            times: dict[int, float] = {}
-            for process in processes():
-                try:
-                    cpu = process.cpu_times()
-                    times[process.pid] = cpu.user + cpu.system
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-            per_source[name] = times
-        system = psutil.cpu_times()
-        busy = system.user + system.nice + system.system + system.irq + system.softirq + system.steal
-        return CpuSnapshot(at=time.monotonic(), per_source=per_source, system_busy=busy)
-
-    @staticmethod
-    def percent(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
-        wall = max(after.at - before.at, 1e-6)
-        result: dict[str, float] = {}
-        for name, times in after.per_source.items():
-            earlier = before.per_source.get(name, {})
-            used = sum(seconds - earlier.get(pid, 0.0) for pid, seconds in times.items())
-            result[name] = 100.0 * used / wall
-        result["machine"] = 100.0 * (after.system_busy - before.system_busy) / wall
-        ours = sum(value for key, value in result.items() if key != "machine")
-        result["others"] = max(result["machine"] - ours, 0.0)
-        return result
-
-
-# --- numbers and tables ----------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted values (nan when empty)."""
-    if not values:
-        return float("nan")
-    rank = max(math.ceil(fraction * len(values)) - 1, 0)
-    return values[min(rank, len(values) - 1)]
-
-
-def summary_ms(latencies_s: Iterable[float]) -> dict[str, float]:
-    values = sorted(value * 1000 for value in latencies_s)
-    return {
-        "n": len(values),
-        "p50": percentile(values, 0.50),
-        "p95": percentile(values, 0.95),
-        "p99": percentile(values, 0.99),
-        "max": values[-1] if values else float("nan"),
-        "mean": statistics.fmean(values) if values else float("nan"),
-    }
-
-
-def ms(value: float) -> str:
-    """A latency for a table: ms below 10 s, else seconds."""
-    if value != value:  # nan
-        return "-"
-    if value >= 10_000:
-        return f"{value / 1000:.1f} s"
-    if value >= 1000:
-        return f"{value / 1000:.2f} s"
-    if value >= 100:
-        return f"{value:.0f} ms"
-    return f"{value:.1f} ms"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def header(title: str, module: str, argv: Sequence[str]) -> str:
-    """What every printed report starts with: the command, the date and the machine."""
-    command = " ".join([".venv/bin/python -m", module, *argv])
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f"## {title}\n\n`{command}`  \n{when}, {psutil.cpu_count()} cores, "
-        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, load average at start "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
-    )

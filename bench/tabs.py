@@ -1,10 +1,12 @@
-"""The load generator: many WebSocket tabs in one asyncio process, apart from daphne.
+"""The load generator: many WebSocket tabs in one asyncio process, apart from the web server.
 
 Started by the benchmarks (python -m bench.tabs) and driven by JSON lines on stdin. Each
 tab authenticates with its user's API token, as a non-browser client does, and records
 for every `notification` frame its seq and the time from the event's emit (the float the
-emitter put in `data.body`) to the frame's arrival here. The seq tells what is missing,
-doubled or out of order: every tab of a user must end with seq 1..N, gapless.
+emitter or the HTTP client put in `data.body`) to the frame's arrival here. The seq tells
+what is missing, doubled or out of order: every tab of a user must end with seq 1..N,
+gapless. The same generator serves the product and the naive baseline (whose frames
+carry a per-socket seq, as it stores nothing to number them by).
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class LoadGenerator:
                         url,
                         additional_headers={"Authorization": f"Bearer {tab.token}"},
                         open_timeout=60,
-                        ping_interval=None,  # as browsers: daphne pings, we answer
+                        ping_interval=None,  # as browsers: the server pings, we answer
+                        compression=None,  # the servers differ in whether they deflate; none is asked of any
                         max_size=2**20,
                     )
                     hello = json.loads(await asyncio.wait_for(tab.ws.recv(), 60))
@@ -143,13 +146,45 @@ class LoadGenerator:
         }
 
     async def collect(self, *, tag: str) -> dict[str, Any]:
-        """The latencies (seconds) recorded for notifications titled `tag`, and per event the
-        time from its first tab's frame to its last tab's ('spreads'); then forgotten."""
+        """The latencies (seconds) recorded for notifications titled `tag`, per event the time
+        from its first tab's frame to its last tab's ('spreads'), how many events arrived
+        and when the first was emitted and the last frame arrived; then forgotten."""
+        spans = self.spans.pop(tag, {})
         return {
             "latencies": [round(value, 5) for value in self.latencies.pop(tag, [])],
-            "spreads": [round(last - first, 5) for first, last in self.spans.pop(tag, {}).values()],
+            "spreads": [round(last - first, 5) for first, last in spans.values()],
+            "events": len(spans),
+            "first_emit": min((float(emitted) for emitted in spans), default=None),
+            "last_arrival": max((last for _, last in spans.values()), default=None),
             **self.state(),
         }
+
+    async def resume(self, *, url: str, token: str, after_seq: int, timeout: float) -> dict[str, Any]:
+        """One tab that reconnects and resumes from `after_seq`: how long until its hello, and
+        from sending `resume` until it holds every notification up to the hello's last_seq."""
+        started = time.monotonic()
+        async with websockets.connect(
+            url, additional_headers={"Authorization": f"Bearer {token}"}, compression=None, max_size=2**20
+        ) as ws:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            hello_s = time.monotonic() - started
+            want = hello["last_seq"] - after_seq
+            resumed_at = time.monotonic()
+            await ws.send(json.dumps({"type": "resume", "after_seq": after_seq}))
+            seqs: set[int] = set()
+            all_s = resumed_s = None
+            while resumed_s is None or all_s is None:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                if frame["type"] == "notification":
+                    seqs.add(frame["notification"]["seq"])
+                    if len(seqs) >= want and all_s is None:
+                        all_s = time.monotonic() - resumed_at
+                elif frame["type"] == "resumed":
+                    resumed_s = time.monotonic() - resumed_at
+                    all_s = all_s if all_s is not None else float("nan")
+                elif frame["type"] == "resync":
+                    raise RuntimeError(f"resync instead of a replay: {frame}")
+        return {"hello_s": hello_s, "all_s": all_s, "resumed_s": resumed_s, "received": len(seqs), "wanted": want}
 
     async def close(self) -> None:
         async def close_one(tab: Tab) -> None:
@@ -161,7 +196,12 @@ class LoadGenerator:
 
 async def main() -> None:
     generator = LoadGenerator()
-    handlers = {"open": generator.open, "wait": generator.wait, "collect": generator.collect}
+    handlers = {
+        "open": generator.open,
+        "wait": generator.wait,
+        "collect": generator.collect,
+        "resume": generator.resume,
+    }
     while True:
         line = await asyncio.to_thread(sys.stdin.readline)
         if not line:

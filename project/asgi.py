@@ -34,5 +34,5 @@ application = ProtocolTypeRouter(
 # Everything loaded so far (Django, the apps, the URL conf) lives as long as the process:
 # move it out of the collector's way. With 1,000 sockets, daphne's full collections paused it
 # for p50 ~200 ms every 2-3 s; frozen, p50 ~90 ms, and p99 delivery at 2,000 frames/s fell
-# from 0.65-2.5 s to ~0.28 s (docs/BENCHMARKS.md, section 2).
+# from 0.65-2.5 s to ~0.28 s (docs/BENCHMARKS.md, "Earlier measurements").
 gc.freeze()
