@@ -53,6 +53,9 @@ CLOSE_ABUSE = 4429
 FRAME_MAX_BYTES = 64 * 1024  # the largest legitimate frame is a mark_read of MARK_READ_MAX ids
 MARK_READ_MAX = 1000
 ID_LIMIT = 2**63  # a larger number is no id of ours, and would overflow a bigint column
+# How long rings that came ahead of the cursor wait for the missing ones before the gap is
+# read from the database (a batch's rings go out right after its commit: milliseconds).
+GAP_GRACE_S = 0.25
 
 
 class TokenBucket:
@@ -95,6 +98,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     bad_frames_burst, bad_frames_per_second = 20, 1 / 3
     closing = False
     reconciler: asyncio.Task[None] | None = None
+    gap_timer: asyncio.Task[None] | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections, through a thread hop, before every
@@ -118,6 +122,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.frames = TokenBucket(burst=self.frames_burst, per_second=self.frames_per_second)
         self.bad_frames = TokenBucket(burst=self.bad_frames_burst, per_second=self.bad_frames_per_second)
         # Join before reading the inbox, so nothing committed in between falls through.
+        self.early: dict[int, str] = {}  # seq -> frame, from rings that came ahead of the cursor
         self.groups = [user_group(self.user.pk), principal.credential.group]
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -131,6 +136,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         metrics.sockets_open.inc()
 
     async def disconnect(self, code: int) -> None:
+        if self.gap_timer is not None:
+            self.gap_timer.cancel()
         if self.reconciler is not None:
             self.reconciler.cancel()
             metrics.sockets_open.dec()  # the reconciler starts with an accepted, authenticated socket
@@ -221,14 +228,41 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             if self.closing or first_seq + len(frames) - 1 <= self.cursor:
                 return  # already sent, by a replay or an earlier ring of the same notifications
             if first_seq > self.cursor + 1:
-                await self.send_stored_after(self.cursor)  # a ring went missing: fill from the database
+                # Two workers' rings of one user can cross on the way: keep these a moment,
+                # and read the database only if the missing ones do not come.
+                self.early.update(zip(range(first_seq, first_seq + len(frames)), frames, strict=True))
+                if self.gap_timer is None:
+                    self.gap_timer = asyncio.create_task(self.fill_gap_later())
                 return
-            for frame in frames[self.cursor + 1 - first_seq :]:
-                if self.closing:
-                    return
-                await self.send(text_data=frame)
-                metrics.frames_sent.inc()
-                self.cursor += 1
+            await self.send_frames(frames[self.cursor + 1 - first_seq :])
+            await self.send_frames_kept()
+
+    async def send_frames(self, frames: list[str]) -> None:
+        """Send encoded notification frames, the next seqs after the cursor."""
+        for frame in frames:
+            if self.closing:
+                return
+            await self.send(text_data=frame)
+            metrics.frames_sent.inc()
+            self.cursor += 1
+
+    async def send_frames_kept(self) -> None:
+        """Send the frames kept from early rings that now follow the cursor; forget the rest."""
+        while self.cursor + 1 in self.early and not self.closing:
+            await self.send_frames([self.early.pop(self.cursor + 1)])
+        self.early = {seq: frame for seq, frame in self.early.items() if seq > self.cursor}
+        if not self.early and self.gap_timer is not None:
+            self.gap_timer.cancel()
+            self.gap_timer = None
+
+    async def fill_gap_later(self) -> None:
+        await asyncio.sleep(GAP_GRACE_S)
+        async with self.sending:
+            self.gap_timer = None
+            if self.early and not self.closing:
+                self.early.clear()
+                metrics.gaps_filled.inc()
+                await self.send_stored_after(self.cursor)  # a ring went missing: fill from the database
 
     async def notifications_read(self, message: dict[str, Any]) -> None:
         await self.send_frame({"type": "read", "ids": message["ids"], "unread": message["unread"]})

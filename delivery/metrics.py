@@ -6,6 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 sockets_open = Gauge("notify_sockets_open", "WebSocket connections open in this web process")
 doorbells_received = Counter("notify_doorbells_received", "Doorbells (new notifications) this process's sockets got")
+gaps_filled = Counter("notify_gaps_filled", "Doorbell gaps this process's sockets filled from the database")
 frames_sent = Counter("notify_notification_frames_sent", "notification frames sent to sockets by this process")
 replay_size = Histogram(
     "notify_replay_notifications",

@@ -658,6 +658,54 @@ def test_a_doorbell_past_a_gap_sends_the_missing_notifications_in_order(alice, a
     assert still_answers  # and nothing else arrived before the pong
 
 
+def rung_as(message: dict[str, Any], title: str) -> dict[str, Any]:
+    """The doorbell with its frames' titles changed, to tell a frame sent from the ring
+    from one read from the database."""
+    frames = [json.loads(frame) for frame in message["frames"]]
+    for frame in frames:
+        frame["notification"]["title"] = title
+    return {**message, "frames": [json.dumps(frame) for frame in frames]}
+
+
+def test_rings_that_cross_on_the_way_are_sent_in_order_without_reading_the_database(
+    alice, alice_headers, store_notices
+) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        socket = Socket(alice_headers)
+        await socket.open_authenticated()
+        stored = await database_sync_to_async(store_notices)(alice, count=4)
+        earlier = notifications_created_message([Stored(n, 0) for n in stored[:2]])
+        later = notifications_created_message([Stored(n, 0) for n in stored[2:]])
+        layer, group = get_channel_layer(), user_group(alice.pk)
+        await layer.group_send(group, rung_as(later, "rung"))  # the second worker's ring first
+        await layer.group_send(group, rung_as(earlier, "rung"))
+        frames = await socket.frames(4)
+        answered = await socket.still_answers()
+        await socket.shut()
+        assert answered
+        return frames
+
+    frames = run(scenario())
+    assert seqs(frames) == [1, 2, 3, 4]
+    assert {frame["notification"]["title"] for frame in frames} == {"rung"}
+
+
+def test_a_ring_that_never_comes_is_read_from_the_database_after_a_moment(alice, alice_headers, store_notices) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        socket = Socket(alice_headers)
+        await socket.open_authenticated()
+        stored = await database_sync_to_async(store_notices)(alice, count=3)
+        later = notifications_created_message([Stored(stored[2], 0)])
+        await get_channel_layer().group_send(user_group(alice.pk), rung_as(later, "rung"))
+        frames = await socket.frames(3)
+        await socket.shut()
+        return frames
+
+    frames = run(scenario())
+    assert seqs(frames) == [1, 2, 3]
+    assert [frame["notification"]["title"] for frame in frames] == ["Notice 1", "Notice 2", "Notice 3"]  # as stored
+
+
 def test_a_doorbell_for_a_seq_already_sent_sends_nothing(alice, alice_headers, store_notices) -> None:
     async def scenario() -> list[int]:
         socket = Socket(alice_headers)
