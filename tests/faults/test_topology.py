@@ -57,7 +57,10 @@ def test_tabs_on_two_web_processes_behind_nginx_survive_the_loss_of_one(
     assert moved, "no tab was on the killed web process: nginx did not spread them"
     assert stayed, "every tab reconnected: they were not spread over both web processes"
     assert oracle_problems(stack, tabs, expected=BEFORE + AFTER) == []
-    assert_each_seq_once(tabs, BEFORE + AFTER)
+    # Tabs that stayed got each notification once, in order. A moved tab may be sent one
+    # twice: a ring that reaches its new socket between hello and resume, then the resume's
+    # replay (docs/PROTOCOL.md: clients de-duplicate by id); the oracle above de-duplicates.
+    assert_each_seq_once([tab for tab in tabs if tab.connections == 1], BEFORE + AFTER)
 
     async def restarted() -> bool:
         return await wait_until(
