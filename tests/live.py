@@ -43,6 +43,7 @@ class ManagedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    stop_timeout_s: float = 10.0  # SIGTERM, then SIGKILL to the group after this long
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -68,10 +69,10 @@ class ManagedProcess:
             os.kill(int(pid), signal.SIGKILL)
         return [int(pid) for pid in children]
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         self.signal(signal.SIGTERM)
         try:
-            self.popen.wait(timeout)
+            self.popen.wait(self.stop_timeout_s if timeout is None else timeout)
         except subprocess.TimeoutExpired:
             self.kill()
 

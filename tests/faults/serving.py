@@ -44,6 +44,9 @@ def start_served(stack: FaultStack, run_dir: Path, **overrides: str) -> Served:
         **overrides,
     )
     supervisord = stack.spawn("supervisord", sys.executable, "-m", "devtools.serve")
+    # It stops its programs one by one (a worker may take stopwaitsecs, 10 s): killed sooner,
+    # it would leave them running, since each has a process group of its own.
+    supervisord.stop_timeout_s = 60.0
     rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{supervisor_port}/RPC2")
 
     def all_running() -> bool:
