@@ -38,18 +38,46 @@ class Principal:
     via: str  # "session", "token" or "ticket", for logs
 
 
-def origin_allowed(origin: str | None) -> bool:
-    """A browser's Origin must name one of our hosts or a configured origin. No Origin at all
-    is a non-browser client, which cannot ride a victim's cookie, so it may go on."""
+def normalized_origin(origin: str) -> str | None:
+    """`scheme://host:port`, lower-case, with the default port spelled out; None for anything
+    that is no http(s) origin (the opaque "null" of sandboxed frames and files included)."""
+    parts = urlsplit(origin.strip().lower())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def own_origin(scope: dict[str, Any]) -> str | None:
+    """The origin of the socket's own address: the scheme it was opened with, and its Host."""
+    host = _header(scope, b"host")
+    if not host:
+        return None
+    scheme = "https" if scope.get("scheme") in ("wss", "https") else "http"
+    return normalized_origin(f"{scheme}://{host}")
+
+
+def origin_allowed(origin: str | None, scope: dict[str, Any]) -> bool:
+    """A browser's Origin must be the socket's own origin (scheme, host and port, the host
+    one of ALLOWED_HOSTS), as Django's CSRF check compares them, or a configured origin
+    (WS_ALLOWED_ORIGINS, CSRF_TRUSTED_ORIGINS). No Origin at all is a non-browser client,
+    which cannot ride a victim's cookie, so it may go on."""
     if origin is None:
         return True
-    if origin in settings.WS_ALLOWED_ORIGINS:
+    candidate = normalized_origin(origin)
+    if candidate is None:
+        return False
+    trusted = [*settings.WS_ALLOWED_ORIGINS, *getattr(settings, "CSRF_TRUSTED_ORIGINS", [])]
+    if candidate in {normalized_origin(configured) for configured in trusted}:
         return True
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False  # includes the opaque "null" origin of sandboxed frames and files
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    return validate_host(host, settings.ALLOWED_HOSTS)
+    if candidate != own_origin(scope):
+        return False  # another port or scheme of our host is another origin, as for CSRF
+    hostname = urlsplit(candidate).hostname or ""
+    return validate_host(hostname if ":" not in hostname else f"[{hostname}]", settings.ALLOWED_HOSTS)
 
 
 class OriginCheckMiddleware:
@@ -60,7 +88,7 @@ class OriginCheckMiddleware:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         origin = _header(scope, b"origin")
-        if not origin_allowed(origin):
+        if not origin_allowed(origin, scope):
             client = (scope.get("client") or ["?"])[0]
             logger.warning("websocket refused: origin %r is not allowed (client %s)", origin, client)
             return await WebsocketDenier()(scope, receive, send)

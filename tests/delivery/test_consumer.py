@@ -69,8 +69,11 @@ def bearer(token: str) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", f"Bearer {token}".encode())]
 
 
-def with_origin(origin: str, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [(b"origin", origin.encode()), *headers]
+def with_origin(
+    origin: str, headers: list[tuple[bytes, bytes]], *, host: str = "testserver"
+) -> list[tuple[bytes, bytes]]:
+    """A browser's handshake: its page's Origin, and the Host it connects to."""
+    return [(b"origin", origin.encode()), (b"host", host.encode()), *headers]
 
 
 def session_cookie(client, user) -> list[tuple[bytes, bytes]]:  # type: ignore[no-untyped-def]
@@ -270,13 +273,46 @@ def test_a_refused_origin_does_not_use_up_the_ticket_it_carried(alice) -> None:
     assert ticket_redeem(ticket) is not None
 
 
-@pytest.mark.parametrize("origin", ["http://localhost", "https://localhost:8000", "http://127.0.0.1:8000", None])
-def test_our_own_origins_and_no_origin_may_connect(alice, origin: str | None) -> None:
-    headers = bearer(token_issue(user=alice))
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        ("http://localhost", "localhost"),
+        ("http://localhost:80", "localhost"),
+        ("http://127.0.0.1:8000", "127.0.0.1:8000"),
+        ("HTTP://LocalHost:8000", "localhost:8000"),
+        (None, "127.0.0.1:8000"),
+    ],
+)
+def test_our_own_origin_and_no_origin_may_connect(alice, origin: str | None, host: str) -> None:
+    headers = [(b"host", host.encode()), *bearer(token_issue(user=alice))]
     if origin is not None:
-        headers = with_origin(origin, headers)
+        headers = with_origin(origin, headers, host=host)
 
     assert hello_of(headers)["user"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        ("http://127.0.0.1:1", "127.0.0.1:8000"),  # another port of our host
+        ("https://127.0.0.1", "127.0.0.1:8000"),  # another scheme
+        ("https://127.0.0.1:8000", "127.0.0.1:8000"),  # a page over https, a socket over ws
+        ("http://127.0.0.1:8000", "evil.com:8000"),  # a host we do not serve
+    ],
+)
+def test_another_port_or_scheme_of_our_host_is_another_origin(
+    client, alice, origin: str, host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = with_origin(origin, session_cookie(client, alice), host=host)
+
+    async def scenario() -> bool:
+        socket = Socket(headers)
+        connected, _ = await socket.open()
+        return connected
+
+    with caplog.at_level(logging.WARNING, logger="delivery.auth"):
+        assert run(scenario()) is False
+    assert "websocket refused" in caplog.text
 
 
 def test_an_extra_configured_origin_may_connect(alice, settings) -> None:

@@ -8,11 +8,13 @@ and resume with nothing lost or doubled, and supervisord starts it again.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
+import websockets
 
 from tests.faults.conftest import MakeStack
 from tests.faults.harness import assert_each_seq_once, open_tabs, oracle_problems, wait_until
@@ -69,3 +71,21 @@ def test_tabs_on_two_web_processes_behind_nginx_survive_the_loss_of_one(
 
     assert asyncio.run(restarted()), supervisord.log()[-4000:]
     assert rpc.supervisor.getProcessInfo("web:web_0")["pid"] != killed_pid
+
+
+def test_through_nginx_a_page_of_our_origin_may_open_a_socket_and_another_port_may_not(
+    make_fault_stack: MakeStack, tmp_path: Path
+) -> None:
+    stack = make_fault_stack()
+    start_served(stack, tmp_path / "run", WEB_PROCESSES="1", WORKER_PROCESSES="1")
+    token = {"Authorization": f"Bearer {stack.tokens['alice']}"}
+
+    async def hello(origin: str) -> str:
+        async with websockets.connect(stack.ws_url, origin=origin, additional_headers=token) as socket:
+            return json.loads(await socket.recv())["type"]
+
+    assert asyncio.run(hello(stack.http_url)) == "hello"
+    for foreign in ("http://127.0.0.1:1", f"https://127.0.0.1:{stack.port}"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            asyncio.run(hello(foreign))
+        assert refused.value.response.status_code == 403, foreign
