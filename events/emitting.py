@@ -69,7 +69,7 @@ def _checked_data(data: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise InvalidEventData("data must be a JSON object (a mapping)")
     try:
-        encoded = json.dumps(data, allow_nan=False)
+        encoded = json.dumps(data, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidEventData(f"data must be JSON-serialisable (no NaN or Infinity): {exc}") from None
     except RecursionError:
@@ -77,7 +77,13 @@ def _checked_data(data: Mapping[str, Any] | None) -> dict[str, Any]:
     if NUL_IN_JSON.search(encoded):
         # Valid JSON, but PostgreSQL's jsonb cannot store it.
         raise InvalidEventData("data must not contain NUL characters (\\u0000)")
-    if len(encoded.encode()) > DATA_MAX_BYTES:
+    try:
+        size = len(encoded.encode("utf-8"))
+    except UnicodeEncodeError:
+        # Half of a UTF-16 pair ("\ud800") is no text: no database column or socket frame
+        # can carry it, and it would only be found in the worker, which would dead-letter it.
+        raise InvalidEventData("data must be valid Unicode text (no lone surrogates such as \\ud800)") from None
+    if size > DATA_MAX_BYTES:
         raise InvalidEventData(f"data is larger than {DATA_MAX_BYTES} bytes as JSON")
     return json.loads(encoded)
 

@@ -130,6 +130,10 @@ def unregister(name: str) -> None:
     _registry.pop(name, None)
 
 
+# What browsers read as "." and ".." path segments (WHATWG URL), percent-encoded dots too.
+DOT_SEGMENTS = frozenset({".", "..", "%2e", ".%2e", "%2e.", "%2e%2e"})
+
+
 def safe_url(url: str) -> str:
     """The url if it is site-relative or http(s), else empty: no javascript:, data: or //host."""
     url = (url or "").strip()
@@ -137,6 +141,11 @@ def safe_url(url: str) -> str:
     if len(url) > URL_MAX or any(ord(char) < 0x20 or ord(char) == 0x7F for char in url):
         return ""
     if url.startswith("/") and not url.startswith("//") and "\\" not in url:
+        # "/.//evil.com", "/..//evil.com", "/%2e//evil.com": a browser resolves the dot
+        # segment and is left with "//evil.com", another host. Such paths are refused.
+        path = url.split("?", 1)[0].split("#", 1)[0]
+        if any(segment.lower() in DOT_SEGMENTS for segment in path.split("/")):
+            return ""
         return url
     lowered = url.lower()
     if lowered.startswith(("https://", "http://")):

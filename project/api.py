@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.exceptions import ParseError
@@ -30,7 +32,15 @@ class SafeJSONParser(JSONParser):
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, plus: the database being down is a 503 with Retry-After in JSON, which a
-    calling service can act on, not Django's HTML 500 page. Nothing was emitted."""
+    calling service can act on, not Django's HTML 500 page (nothing was emitted); a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE is a JSON 400, not Django's HTML one."""
+    if isinstance(exc, RequestDataTooBig):
+        # Django would answer its HTML 400 page and log a traceback; as a 400 like any other,
+        # it gets Django's one "Bad Request" line.
+        return Response(
+            {"detail": f"the request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("API request failed, database unavailable: %r", exc)
         return Response(

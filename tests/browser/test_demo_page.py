@@ -181,6 +181,10 @@ def test_links_only_for_http_and_site_relative_urls(live_stack: LiveStack, trans
         expect(items(page, "site url").locator("a")).to_have_attribute("href", "/#messages")
         expect(items(page, "web url").locator("a")).to_have_attribute("href", "https://example.com/docs?a=1")
         assert page.evaluate("() => window.__xss") is None
+        # The client checks on its own too, after parsing, whatever a server lets through.
+        hostile = ["/.//evil.example", "/..//evil.example", "/%2e//evil.example", "/a/..//evil.example"]
+        checked = page.evaluate("urls => urls.map(url => NotificationClient.safeUrl(url))", [*hostile, "/inbox?a=1"])
+        assert checked == [None, None, None, None, "/inbox?a=1"]
         assert errors == []
 
 

@@ -532,3 +532,34 @@ def test_the_database_being_down_answers_503_json_with_retry_after(staff_token: 
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert "database is unavailable" in response.json()["detail"]
+
+
+def test_a_lone_surrogate_in_the_data_answers_400_not_202(staff_token: str, alice) -> None:
+    # Valid JSON (an escape), yet no text: it used to be accepted and then dead-lettered.
+    body = '{"type": "notice", "recipients": ["alice"], "data": {"title": "\\ud800"}}'
+    api = APIClient(raise_request_exception=False)
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {staff_token}")
+
+    response = api.post("/api/events/", body, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert "no lone surrogates" in str(response.json())
+    assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize("path", ["/api/events/", "/api/messages/"])
+def test_a_body_over_the_size_limit_answers_json_400_and_logs_one_line(
+    staff_token: str, path: str, settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = '{"type": "notice", "recipients": ["alice"], "data": {"title": "' + "x" * 20_000 + '"}}'
+    api = APIClient(raise_request_exception=False)
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {staff_token}")
+
+    response = api.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "the request body is larger than 10000 bytes"}
+    refused = [record for record in caplog.records if record.levelname in ("WARNING", "ERROR")]
+    assert [record.getMessage() for record in refused] == [f"Bad Request: {path}"]  # no traceback
+    assert not any(record.exc_info for record in refused)

@@ -288,3 +288,15 @@ def test_a_slow_broker_does_not_delay_the_request_that_emitted(
     assert response.status_code == 201
     assert elapsed < 1.0
     assert published_after_flush(published_events) == [Event.objects.get(type="message.received").pk]
+
+
+@pytest.mark.parametrize("text", ["\ud800", "half \udc00 pair", "high \ud83d alone"])
+def test_text_with_a_lone_surrogate_is_refused_at_emit(alice, text: str) -> None:
+    with pytest.raises(InvalidEventData, match="no lone surrogates"):
+        emit("notice", recipients=[alice], data={"title": text})
+    assert not Event.objects.exists()
+
+
+def test_text_outside_the_basic_plane_is_taken(alice) -> None:
+    event = emit("notice", recipients=[alice], data={"title": "deploy \U0001f680 done"})
+    assert Event.objects.get(pk=event.pk).data == {"title": "deploy \U0001f680 done"}

@@ -172,6 +172,13 @@ def test_safe_url_keeps_http_and_site_relative_urls(url: str, kept: str) -> None
     assert safe_url(url) == kept
 
 
+@pytest.mark.parametrize(
+    "url", ["/.//evil.com", "/..//evil.com", "/%2e//evil.com", "/%2E%2e//evil.com", "/a/../..//evil.com", "/./x"]
+)
+def test_safe_url_refuses_paths_whose_dot_segments_a_browser_would_resolve(url: str) -> None:
+    assert safe_url(url) == ""
+
+
 @pytest.mark.parametrize("url", ["/\t/evil.com", "/\n/evil.com", "/\r\n/evil.com"])
 def test_safe_url_refuses_protocol_relative_urls_hidden_by_whitespace(url: str) -> None:
     assert safe_url(url) == ""

@@ -81,6 +81,9 @@
         if (url[1] === "/" || url[1] === "\\") return null;
         const parsed = new URL(url, origin);
         if (parsed.origin !== new URL(origin).origin) return null;
+        // Checked after parsing: "/.//evil.com" resolves to the path "//evil.com", which,
+        // put back into an href, is another host.
+        if (parsed.pathname.startsWith("//")) return null;
         return parsed.pathname + parsed.search + parsed.hash;
       }
       const parsed = new URL(url);
