@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -75,9 +76,14 @@ def create_users(*usernames: str) -> None:
 
 
 def watch_errors(page: Page) -> list[str]:
-    """Uncaught exceptions in the page's scripts, to assert there were none."""
+    """Uncaught exceptions in the page's scripts and anything the Content-Security-Policy
+    refused, to assert there were none."""
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: errors.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     return errors
 
 
@@ -186,6 +192,12 @@ def test_links_only_for_http_and_site_relative_urls(live_stack: LiveStack, trans
         checked = page.evaluate("urls => urls.map(url => NotificationClient.safeUrl(url))", [*hostile, "/inbox?a=1"])
         assert checked == [None, None, None, None, "/inbox?a=1"]
         assert errors == []
+        # The page's Content-Security-Policy holds in the browser: an injected inline script
+        # does not run.
+        with contextlib.suppress(sync_api.Error):
+            page.add_script_tag(content="window.__inline = 1")
+        assert page.evaluate("() => window.__inline") is None
+        assert any("Content Security Policy" in error for error in errors), errors
 
 
 def test_a_tab_resumes_after_the_web_process_dies_and_misses_nothing(

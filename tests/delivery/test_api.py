@@ -563,3 +563,18 @@ def test_a_body_over_the_size_limit_answers_json_400_and_logs_one_line(
     refused = [record for record in caplog.records if record.levelname in ("WARNING", "ERROR")]
     assert [record.getMessage() for record in refused] == [f"Bad Request: {path}"]  # no traceback
     assert not any(record.exc_info for record in refused)
+
+
+def test_html_pages_carry_a_strict_content_security_policy_and_json_none(client, alice) -> None:
+    client.force_login(alice)
+
+    page = client.get("/")
+    login = client.get("/accounts/login/")
+    api = client.get("/api/notifications/")
+
+    for response in (page, login):
+        policy = response["Content-Security-Policy"]
+        assert "script-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy
+    assert "Content-Security-Policy" not in api
