@@ -270,6 +270,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def credential_revoked(self, message: dict[str, Any]) -> None:
         await self.close(code=CLOSE_UNAUTHENTICATED)
 
+    async def credentials_changed(self, message: dict[str, Any]) -> None:
+        """The user's password or active flag changed: is this socket's credential still good?"""
+        if not await database_sync_to_async(self.credential.is_valid_for)(self.user.pk):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+
     # --- sending ------------------------------------------------------------------------------
 
     async def send_stored_after(self, after_seq: int) -> int:

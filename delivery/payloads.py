@@ -51,3 +51,5 @@ def notifications_read_message(*, ids: list[int], unread: int) -> dict[str, Any]
 
 
 CREDENTIAL_REVOKED_MESSAGE: dict[str, Any] = {"type": "credential.revoked"}
+# To every socket of a user whose password or active flag changed: check your credential now.
+CREDENTIALS_CHANGED_MESSAGE: dict[str, Any] = {"type": "credentials.changed"}

@@ -148,3 +148,64 @@ def test_a_direct_message_reaches_the_recipient(live_stack: LiveStack, alice, bo
     assert notification["event"] == "message.received"
     assert notification["title"] == "New message from bob"
     assert notification["body"] == "lunch at noon?"
+
+
+CHANGE_PASSWORD = (
+    "from django.contrib.auth import get_user_model; user = get_user_model().objects.get(username='alice'); "
+    "user.set_password('a-new-password-42'); user.save()"
+)
+DEACTIVATE = (
+    "from django.contrib.auth import get_user_model; user = get_user_model().objects.get(username='alice'); "
+    "user.is_active = False; user.save()"
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "token_tab_closes"), [(CHANGE_PASSWORD, False), (DEACTIVATE, True)], ids=["password", "deactivate"]
+)
+def test_a_password_change_or_deactivation_closes_the_sockets_it_ends_within_a_second(
+    live_env, tmp_path, transactional_db: None, alice, change: str, token_tab_closes: bool
+) -> None:
+    # Reconcile once an hour, so that only the change's own ring can close a socket in time.
+    live_stack = LiveStack(env=dict(live_env, WS_RECONCILE_INTERVAL_S="3600"), workdir=tmp_path)
+    live_stack.start_web()
+    try:
+        _close_the_sockets_it_ends(live_stack, live_env, alice, change, token_tab_closes=token_tab_closes)
+    finally:
+        live_stack.stop_all()
+
+
+def _close_the_sockets_it_ends(
+    live_stack: LiveStack, live_env: dict[str, str], alice, change: str, *, token_tab_closes: bool
+) -> None:  # type: ignore[no-untyped-def]
+    laptop, phone = BrowserSession(live_stack.http_url), BrowserSession(live_stack.http_url)
+    laptop.login("alice", PASSWORD)
+    phone.login("alice", PASSWORD)
+    token = token_issue(user=alice)
+
+    async def scenario() -> tuple[list[Tab], Tab, float]:
+        session_tabs = [await session_tab(live_stack, session).open() for session in (laptop, phone, phone)]
+        token_tab = await Tab(live_stack.ws_url, {"Authorization": f"Bearer {token}"}).open()
+        for tab in [*session_tabs, token_tab]:
+            await tab.wait_for("hello")
+        command = [sys.executable, "manage.py", "shell", "-c", change]
+        done = await asyncio.to_thread(
+            subprocess.run, command, cwd=ROOT, env=live_env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        changed = time.monotonic()
+        for tab in session_tabs:
+            await tab.wait_closed(timeout=5)
+        elapsed = time.monotonic() - changed
+        if token_tab_closes:
+            await token_tab.wait_closed(timeout=5)
+        else:
+            await token_tab.send({"type": "ping"})
+            await token_tab.wait_for("pong")
+            await token_tab.close()
+        return session_tabs, token_tab, elapsed
+
+    session_tabs, token_tab, elapsed = asyncio.run(scenario())
+    assert [tab.close_code for tab in session_tabs] == [CLOSE_UNAUTHENTICATED] * 3
+    assert elapsed < 1.0, f"sockets closed {elapsed:.2f}s after the change"
+    assert token_tab.close_code == (CLOSE_UNAUTHENTICATED if token_tab_closes else 1000)
