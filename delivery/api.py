@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import logout
 from django.http import Http404
 from knox.models import AuthToken
 from rest_framework import serializers, status
@@ -12,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from delivery.credentials import TICKET_TTL, Credential, ticket_issue
+from delivery.credentials import TICKET_TTL, Credential, sign_out_everywhere, ticket_issue
 from delivery.payloads import notification_payload
 from delivery.selectors import (
     PAGE_MAX,
@@ -107,6 +108,16 @@ def ws_ticket(request: Request) -> Response:
         credential = Credential(kind="session", ref=request.session.session_key)
     ticket = ticket_issue(user=request.user, credential=credential)
     return Response({"ticket": ticket, "expires_in": int(TICKET_TTL.total_seconds())}, status=status.HTTP_201_CREATED)
+
+
+@api_view(["POST"])
+def sign_out_everywhere_view(request: Request) -> Response:
+    """End every session and API token of the user, this one too, and close every socket
+    they opened (within a second)."""
+    ended = sign_out_everywhere(user=request.user)
+    if not isinstance(request.auth, AuthToken):
+        logout(request._request)  # and clear this browser's cookie
+    return Response(ended)
 
 
 def _next_page(request: Request, param: str, seq: int) -> str:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("notifications/<int:notification_id>/read/", api.notification_read, name="notification-read"),
     path("notifications/read-all/", api.notification_read_all, name="notification-read-all"),
     path("ws-ticket/", api.ws_ticket, name="ws-ticket"),
+    path("sign-out-everywhere/", api.sign_out_everywhere_view, name="sign-out-everywhere"),
     path("events/", event_create, name="event-create"),
     path("messages/", include("messaging.urls")),
 ]

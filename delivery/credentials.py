@@ -21,9 +21,9 @@ from knox.models import AuthToken
 from rest_framework.exceptions import AuthenticationFailed
 
 from delivery.doorbell import doorbell
-from delivery.groups import session_group, token_group
-from delivery.models import SocketTicket
-from delivery.payloads import CREDENTIAL_REVOKED_MESSAGE
+from delivery.groups import session_group, token_group, user_group
+from delivery.models import SignedInSession, SocketTicket
+from delivery.payloads import CREDENTIAL_REVOKED_MESSAGE, CREDENTIALS_CHANGED_MESSAGE
 
 logger = logging.getLogger(__name__)
 
@@ -126,3 +126,24 @@ def tickets_purge_expired() -> int:
 
 def _digest(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def signed_in_session_note(*, user: AbstractBaseUser, session_key: str) -> None:
+    SignedInSession.objects.update_or_create(session_key=session_key, defaults={"user": user})
+
+
+def signed_in_session_forget(*, session_key: str) -> None:
+    SignedInSession.objects.filter(session_key=session_key).delete()
+
+
+def sign_out_everywhere(*, user: AbstractBaseUser) -> dict[str, int]:
+    """End every login session and API token of the user, and close every socket they
+    opened: one ring to the user's group makes each socket check its credential now."""
+    keys = list(SignedInSession.objects.filter(user=user).values_list("session_key", flat=True))
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    for key in keys:
+        store(key).delete()  # whatever SESSION_ENGINE keeps them in
+    SignedInSession.objects.filter(user=user).delete()
+    tokens, _ = AuthToken.objects.filter(user=user).delete()
+    doorbell.ring_on_commit(user_group(user.pk), CREDENTIALS_CHANGED_MESSAGE)
+    return {"sessions": len(keys), "tokens": tokens}

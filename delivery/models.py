@@ -70,3 +70,15 @@ class SocketTicket(models.Model):
 
     def __str__(self) -> str:
         return f"ticket for user {self.user_id} (expires {self.expires_at:%H:%M:%S})"
+
+
+class SignedInSession(models.Model):
+    """A login session of a user, noted at sign-in, so "sign out everywhere" can end them all
+    without decoding every session in the store."""
+
+    session_key = models.CharField(max_length=40, primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signed_in_sessions")
+    signed_in_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"session of user {self.user_id} since {self.signed_in_at:%Y-%m-%d %H:%M}"

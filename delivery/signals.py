@@ -6,10 +6,11 @@ and all of them for a deactivated user)."""
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.signals import user_logged_out
+from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
+from delivery.credentials import signed_in_session_forget, signed_in_session_note
 from delivery.doorbell import doorbell
 from delivery.groups import session_group, user_group
 from delivery.payloads import CREDENTIAL_REVOKED_MESSAGE, CREDENTIALS_CHANGED_MESSAGE
@@ -22,6 +23,14 @@ def close_session_sockets(sender: Any, request: Any, user: Any, **kwargs: Any) -
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if session_key:
         doorbell.ring(session_group(session_key), CREDENTIAL_REVOKED_MESSAGE)
+        signed_in_session_forget(session_key=session_key)
+
+
+@receiver(user_logged_in, dispatch_uid="delivery.note_signed_in_session")
+def note_signed_in_session(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if session_key:
+        signed_in_session_note(user=user, session_key=session_key)
 
 
 @receiver(pre_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="delivery.note_credential_change")

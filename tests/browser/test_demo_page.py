@@ -108,10 +108,10 @@ def test_two_tabs_stay_in_step_and_server_text_stays_text(live_stack: LiveStack,
     with chromium() as browser:
         alice_context, bob_context = browser.new_context(), browser.new_context()
         tab1 = alice_context.new_page()
-        errors = watch_errors(tab1)
+        error_lists = [watch_errors(tab1)]
         log_in(tab1, base, "alice")
         tab2 = alice_context.new_page()  # the same session: a second tab, not a second login
-        errors += watch_errors(tab2)
+        error_lists.append(watch_errors(tab2))
         tab2.goto(f"{base}/")
         expect(tab2.get_by_test_id("status")).to_have_attribute("data-state", "live")
         tabs = [tab1, tab2]
@@ -127,7 +127,7 @@ def test_two_tabs_stay_in_step_and_server_text_stays_text(live_stack: LiveStack,
             expect(tab.get_by_test_id("unread-count")).to_have_text("0")
 
         bob = bob_context.new_page()
-        errors += watch_errors(bob)
+        error_lists.append(watch_errors(bob))
         log_in(bob, base, "bob")
         bob.get_by_test_id("message-to").fill("alice")
         bob.get_by_test_id("message-text").fill(f"hi alice {XSS}")
@@ -159,7 +159,7 @@ def test_two_tabs_stay_in_step_and_server_text_stays_text(live_stack: LiveStack,
         expect(tab1).to_have_url(re.compile(r"/accounts/login/"))
         expect(tab2).to_have_url(re.compile(r"/accounts/login/"), timeout=5_000)
         expect(bob.get_by_test_id("status")).to_have_attribute("data-state", "live")  # another session
-        assert errors == []
+        assert error_lists == [[], [], []]
 
 
 def test_links_only_for_http_and_site_relative_urls(live_stack: LiveStack, transactional_db: None) -> None:
@@ -227,3 +227,25 @@ def test_a_tab_resumes_after_the_web_process_dies_and_misses_nothing(
         seqs = page.get_by_test_id("notification-item").evaluate_all("rows => rows.map(row => row.dataset.seq)")
         assert seqs == ["4", "3", "2", "1"]  # newest first, none twice, none missing
         assert errors == []
+
+
+def test_sign_out_everywhere_from_the_page_signs_out_the_other_browser_too(
+    live_stack: LiveStack, transactional_db: None
+) -> None:
+    create_users("alice")
+    base = live_stack.http_url
+
+    with chromium() as browser:
+        laptop, phone = browser.new_context().new_page(), browser.new_context().new_page()
+        errors = [watch_errors(laptop), watch_errors(phone)]
+        for page in (laptop, phone):
+            log_in(page, base, "alice")
+            expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
+
+        laptop.get_by_test_id("sign-out-everywhere").click()
+
+        for page in (laptop, phone):  # the phone's socket closes with 4401, and it goes to log in
+            expect(page).to_have_url(re.compile(r"/accounts/login/"))
+        phone.goto(f"{base}/")  # its session is gone for good
+        expect(phone).to_have_url(re.compile(r"/accounts/login/"))
+        assert errors == [[], []]

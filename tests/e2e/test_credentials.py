@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import websockets
@@ -209,3 +212,44 @@ def _close_the_sockets_it_ends(
     assert [tab.close_code for tab in session_tabs] == [CLOSE_UNAUTHENTICATED] * 3
     assert elapsed < 1.0, f"sockets closed {elapsed:.2f}s after the change"
     assert token_tab.close_code == (CLOSE_UNAUTHENTICATED if token_tab_closes else 1000)
+
+
+def test_sign_out_everywhere_ends_every_session_token_and_socket_within_a_second(live_stack: LiveStack, alice) -> None:
+    laptop, phone = BrowserSession(live_stack.http_url), BrowserSession(live_stack.http_url)
+    laptop.login("alice", PASSWORD)
+    phone.login("alice", PASSWORD)
+    token, other_token = token_issue(user=alice), token_issue(user=alice)
+
+    async def scenario() -> tuple[list[Tab], float, Tab]:
+        tabs = [
+            *[await session_tab(live_stack, session).open() for session in (laptop, laptop, phone)],
+            await Tab(live_stack.ws_url, {"Authorization": f"Bearer {token}"}).open(),
+            await Tab(live_stack.ws_url, {"Authorization": f"Bearer {other_token}"}).open(),
+        ]
+        for tab in tabs:
+            await tab.wait_for("hello")
+        started = time.monotonic()
+        answer = await asyncio.to_thread(api_post, live_stack.http_url + "/api/sign-out-everywhere/", token)
+        assert answer == {"sessions": 2, "tokens": 2}, answer
+        for tab in tabs:
+            await tab.wait_closed(timeout=5)
+        elapsed = time.monotonic() - started
+        again = await session_tab(live_stack, phone).open()  # the old cookie cannot come back
+        await again.wait_closed(timeout=5)
+        return tabs, elapsed, again
+
+    tabs, elapsed, again = asyncio.run(scenario())
+    assert [tab.close_code for tab in tabs] == [CLOSE_UNAUTHENTICATED] * 5
+    assert elapsed < 1.0, f"sockets closed {elapsed:.2f}s after signing out everywhere"
+    assert again.close_code == CLOSE_UNAUTHENTICATED
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        api_post(live_stack.http_url + "/api/sign-out-everywhere/", other_token)
+    assert refused.value.code == 401
+
+
+def api_post(url: str, token: str) -> object:
+    request = urllib.request.Request(  # noqa: S310 (our own test server)
+        url, method="POST", data=b"{}", headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())

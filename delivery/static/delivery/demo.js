@@ -33,6 +33,7 @@
     send: $("message-send"),
     formNote: document.getElementById("message-note"),
     logoutForm: document.getElementById("logout-form"),
+    signOutEverywhere: document.getElementById("sign-out-everywhere"),
   };
 
   // id -> notification; the list is this map, newest (highest seq) first.
@@ -357,6 +358,15 @@
   // Logging out closes this tab's socket with 4401 anyway; stop first so the form's own
   // navigation is the only one.
   els.logoutForm.addEventListener("submit", () => client.close());
+
+  // Every session and API token of this user ends, and every socket they opened closes.
+  els.signOutEverywhere.addEventListener("click", () => {
+    els.signOutEverywhere.disabled = true;
+    client.close();
+    apiFetch("sign-out-everywhere/", { method: "POST" })
+      .catch(() => null)
+      .then(() => location.assign(config.loginUrl));
+  });
 
   setInterval(() => {
     for (const li of rows.values()) {
