@@ -99,6 +99,10 @@ elif env.bool("DATABASE_POOL", default=False):
     # server has hundreds (Django's docs advise against CONN_MAX_AGE under ASGI). A pool
     # bounds what one web process holds; requests wait for a free connection instead.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # After a database restart every pooled connection is dead: with health checks, Django
+    # has the pool check each one before handing it out (ConnectionPool.check_connection,
+    # one empty round trip) and replace a dead one, instead of failing a request with it.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
