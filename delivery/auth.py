@@ -53,12 +53,21 @@ def normalized_origin(origin: str) -> str | None:
 
 
 def own_origin(scope: dict[str, Any]) -> str | None:
-    """The origin of the socket's own address: the scheme it was opened with, and its Host."""
+    """The origin of the socket's own address: the scheme it was opened with, and its Host.
+    Behind a proxy that ends TLS, the scheme is what SECURE_PROXY_SSL_HEADER says (daphne
+    puts no forwarded scheme in a WebSocket scope); a browser cannot set that header on a
+    WebSocket handshake, so a hostile page cannot use it."""
     host = _header(scope, b"host")
     if not host:
         return None
-    scheme = "https" if scope.get("scheme") in ("wss", "https") else "http"
-    return normalized_origin(f"{scheme}://{host}")
+    secure = scope.get("scheme") in ("wss", "https")
+    proxy_ssl_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_ssl_header:
+        name, secure_value = proxy_ssl_header
+        forwarded = _header(scope, name.removeprefix("HTTP_").replace("_", "-").lower().encode())
+        if forwarded is not None:
+            secure = forwarded.split(",")[0].strip() == secure_value
+    return normalized_origin(f"{'https' if secure else 'http'}://{host}")
 
 
 def origin_allowed(origin: str | None, scope: dict[str, Any]) -> bool:

@@ -139,6 +139,23 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 
+# DJANGO_HTTPS=1: the site is served over TLS (terminated by nginx or a load balancer in
+# front, which sets X-Forwarded-Proto): plain HTTP is redirected, cookies are Secure, and
+# browsers are told to use HTTPS only (HSTS, DJANGO_HSTS_SECONDS, a year by default; start
+# lower when trying it). `manage.py check --deploy` is clean with it.
+HTTPS = env.bool("DJANGO_HTTPS", default=False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=365 * 24 * 3600)
+    # Both are commitments for the whole domain (README, "Running it in production").
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
+    # /healthz answers load balancers and probes over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+
 
 # --- Redis: channel layer and Celery broker ---------------------------------------------
 def _with_redis_db(url: str, db: int) -> str:

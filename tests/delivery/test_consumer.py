@@ -315,6 +315,20 @@ def test_another_port_or_scheme_of_our_host_is_another_origin(
     assert "websocket refused" in caplog.text
 
 
+def test_behind_a_proxy_that_ends_tls_an_https_page_may_connect(alice, settings) -> None:
+    headers = with_origin("https://testserver", bearer(token_issue(user=alice)))
+    forwarded = [(b"x-forwarded-proto", b"https"), *headers]
+
+    async def accepted() -> bool:
+        socket = Socket(forwarded)
+        connected, _ = await socket.open()
+        return connected
+
+    assert run(accepted()) is False  # the forwarded scheme is not trusted unless configured
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # DJANGO_HTTPS=1
+    assert hello_of(forwarded)["user"] == "alice"
+
+
 def test_an_extra_configured_origin_may_connect(alice, settings) -> None:
     settings.WS_ALLOWED_ORIGINS = ["https://app.example.com"]
     headers = with_origin("https://app.example.com", bearer(token_issue(user=alice)))
