@@ -57,6 +57,18 @@ def open_tabs(session: Session, system: str, url: str, name: str) -> tuple[Child
     return tabs, opened
 
 
+def sockets_opened(opened: dict[str, Any], *, idle_mib: float, connected_mib: float) -> dict[str, Any]:
+    """How opening the tabs went, and what they cost the web process in memory."""
+    return {
+        "opened": opened["opened"],
+        "failed": opened["failed"],
+        "connect_s": opened["seconds"],
+        "rss_idle_mib": idle_mib,
+        "rss_connected_mib": connected_mib,
+        "kib_per_socket": (connected_mib - idle_mib) * 1024 / max(opened["opened"], 1),
+    }
+
+
 def run(session: Session) -> dict[str, Any]:
     options = session.options
     users = prepare_users(session)
@@ -74,14 +86,7 @@ def run(session: Session) -> dict[str, Any]:
             tabs[system], opened = open_tabs(session, system, stack.ws_url, f"tabs-{system}")
             time.sleep(2)
             connected = rss_mib(stack.pid("web"))
-            sockets[system] = {
-                "opened": opened["opened"],
-                "failed": opened["failed"],
-                "connect_s": opened["seconds"],
-                "rss_idle_mib": idle,
-                "rss_connected_mib": connected,
-                "kib_per_socket": (connected - idle) * 1024 / max(opened["opened"], 1),
-            }
+            sockets[system] = sockets_opened(opened, idle_mib=idle, connected_mib=connected)
             session.progress.step(f"{system}: {opened['opened']} tabs open in {opened['seconds']:.1f} s")
         sockets["product"]["idle_cpu"] = idle_cpu(session, tabs["product"])
         for path in options.paths:

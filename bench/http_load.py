@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections import Counter
 from typing import Any
+
+from bench.commands import serve_commands
 
 CONNECTIONS_MAX = 256  # more than daphne's thread pool can serve at once: the server queues, not we
 
@@ -143,26 +144,12 @@ class Ingest:
 
 async def main() -> None:
     ingest = Ingest()
-    while True:
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if not line:
-            break
-        command = json.loads(line)
-        name = command.pop("cmd")
-        if name == "quit":
-            break
-        try:
-            if name == "post":
-                result = await ingest.post(**command)
-            elif name == "reset":
-                ingest.close()
-                result = {"closed": True}
-            else:
-                raise ValueError(f"unknown command {name!r}")
-        except Exception as exc:
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(result) + "\n")
-        sys.stdout.flush()
+
+    async def reset() -> dict[str, bool]:
+        ingest.close()
+        return {"closed": True}
+
+    await serve_commands({"post": ingest.post, "reset": reset})
     ingest.close()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.delivery import open_tabs, prepare_users, run_phase
+from bench.delivery import open_tabs, prepare_users, run_phase, sockets_opened
 from bench.meters import rss_mib
 from bench.session import Session
 from bench.stack import log
@@ -34,12 +34,7 @@ def run(session: Session) -> dict[str, Any]:
                 connected = rss_mib(product.pid("web"))
                 row: dict[str, Any] = {
                     "server": server,
-                    "opened": opened["opened"],
-                    "failed": opened["failed"],
-                    "connect_s": opened["seconds"],
-                    "rss_idle_mib": idle,
-                    "rss_connected_mib": connected,
-                    "kib_per_socket": (connected - idle) * 1024 / max(opened["opened"], 1),
+                    **sockets_opened(opened, idle_mib=idle, connected_mib=connected),
                     "phases": [],
                 }
                 session.progress.step(f"{server}: {opened['opened']} tabs open in {opened['seconds']:.1f} s")

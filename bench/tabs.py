@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from collections import defaultdict
 from typing import Any
 
 import websockets
+
+from bench.commands import serve_commands
 
 
 class Tab:
@@ -202,20 +203,7 @@ async def main() -> None:
         "collect": generator.collect,
         "resume": generator.resume,
     }
-    while True:
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if not line:
-            break
-        command = json.loads(line)
-        name = command.pop("cmd")
-        if name == "quit":
-            break
-        try:
-            result = await handlers[name](**command)
-        except Exception as exc:
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(result) + "\n")
-        sys.stdout.flush()
+    await serve_commands(handlers)
     await generator.close()
 
 
