@@ -13,14 +13,13 @@ from django.db import connection
 from django.utils import timezone
 from kombu import Connection
 
-from events.heartbeats import heartbeats_since
+from events.heartbeats import WORKER_HEARTBEAT_PREFIX, heartbeats_since
 from events.outbox import relay_last_beat
 
 logger = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 2
 RELAY_STALE_INTERVALS = 3
-WORKER_HEARTBEAT_PREFIX = "worker:"  # workers/liveness.py notes its pings under this prefix
 WORKER_FORGET_AFTER_S = 600  # a worker silent this long is taken for scaled away, not stale
 
 

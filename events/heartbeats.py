@@ -8,6 +8,9 @@ from django.utils import timezone
 
 from events.models import Heartbeat
 
+# Workers note each liveness ping as "worker:<name>" (workers/liveness.py); /healthz reads them.
+WORKER_HEARTBEAT_PREFIX = "worker:"
+
 
 def heartbeat_record(name: str) -> None:
     Heartbeat.objects.update_or_create(name=name, defaults={"beat_at": timezone.now()})

@@ -24,12 +24,11 @@ from pathlib import Path
 from django.conf import settings
 from django.db import DatabaseError
 
-from events.heartbeats import heartbeat_forget, heartbeat_record
+from events.heartbeats import WORKER_HEARTBEAT_PREFIX, heartbeat_forget, heartbeat_record
 
 logger = logging.getLogger(__name__)
 
 WORKER_PING_TASK = "worker_ping"
-HEARTBEAT_PREFIX = "worker:"
 
 
 def worker_name(hostname: str) -> str:
@@ -48,7 +47,7 @@ def liveness_touch(name: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
     try:
-        heartbeat_record(HEARTBEAT_PREFIX + name)
+        heartbeat_record(WORKER_HEARTBEAT_PREFIX + name)
     except DatabaseError as exc:  # the file is what liveness goes by
         logger.warning("could not note the worker's heartbeat in the database: %r", exc)
 
@@ -84,7 +83,7 @@ class Pinger:
         self._stop.set()
         liveness_forget(self.name)
         with contextlib.suppress(DatabaseError):
-            heartbeat_forget(HEARTBEAT_PREFIX + self.name)  # gone on purpose: not stale
+            heartbeat_forget(WORKER_HEARTBEAT_PREFIX + self.name)  # gone on purpose: not stale
 
     def _run(self) -> None:
         from celery import current_app

@@ -63,3 +63,17 @@ def start_served(stack: FaultStack, run_dir: Path, **overrides: str) -> Served:
     stack.wait_ready(supervisord, lambda: django_answers(stack.http_url))
     stack.wait_ready(supervisord, lambda: supervisord.log().count(" ready.") >= workers)
     return supervisord, rpc
+
+
+def start_served_small(stack: FaultStack, run_dir: Path, *, liveness_timeout_s: float, **overrides: str) -> Served:
+    """One web process and one worker, pinging every second, judged silent after
+    `liveness_timeout_s`: the stack the single-fault scenarios run on."""
+    return start_served(
+        stack,
+        run_dir,
+        WEB_PROCESSES="1",
+        WORKER_PROCESSES="1",
+        WORKER_LIVENESS_TIMEOUT_S=str(liveness_timeout_s),
+        WORKER_PING_INTERVAL_S="1",
+        **overrides,
+    )

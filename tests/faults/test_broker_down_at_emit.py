@@ -23,7 +23,7 @@ import pytest
 
 from tests.faults.conftest import MakeStack
 from tests.faults.harness import FaultStack, ResumingTab, open_tabs, oracle_problems, wait_until
-from tests.faults.serving import start_served
+from tests.faults.serving import start_served_small
 from tests.servers import PrivateRedis
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
@@ -42,19 +42,11 @@ HAND_OFF_GAVE_UP = re.compile(r"could not hand (\d+) event")  # events/handoff.p
 
 # The stack runs as `make serve` runs it: a worker that the broker's loss kills or silences
 # (Celery/kombu, docs/DESIGN.md "Broker") is restarted by supervisord or its watchdog.
-LIVENESS_TIMEOUT_S = "10"
+LIVENESS_TIMEOUT_S = 10.0
 
 
 def start_supervised(stack: FaultStack, run_dir: Path, **overrides: str) -> None:
-    start_served(
-        stack,
-        run_dir,
-        WEB_PROCESSES="1",
-        WORKER_PROCESSES="1",
-        WORKER_LIVENESS_TIMEOUT_S=LIVENESS_TIMEOUT_S,
-        WORKER_PING_INTERVAL_S="1",
-        **overrides,
-    )
+    start_served_small(stack, run_dir, liveness_timeout_s=LIVENESS_TIMEOUT_S, **overrides)
 
 
 @pytest.fixture

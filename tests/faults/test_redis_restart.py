@@ -31,7 +31,7 @@ from tests.faults.harness import (
     oracle_problems,
     wait_until,
 )
-from tests.faults.serving import start_served
+from tests.faults.serving import start_served_small
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
 
@@ -42,7 +42,7 @@ BURST = 12  # emitted at once right before the restart: tasks queued and in flig
 DOWN_S = 2.0  # how long Redis stays down; events keep being emitted meanwhile
 AFTER = 16  # emitted once Redis is back
 EMIT_WHILE_DOWN_MAX_S = 1.0
-LIVENESS_TIMEOUT_S = "15"  # the watchdog's patience with a silent worker, shortened for the test
+LIVENESS_TIMEOUT_S = 15.0  # the watchdog's patience with a silent worker, shortened for the test
 
 
 class SingleConnectionTab(ResumingTab):
@@ -140,14 +140,7 @@ def stream_through_a_redis_restart(stack: FaultStack, *, tab_class: type[Resumin
 
 
 def start_everything(stack: FaultStack) -> None:
-    start_served(
-        stack,
-        Path(stack.workdir) / "run",
-        WEB_PROCESSES="1",
-        WORKER_PROCESSES="1",
-        WORKER_LIVENESS_TIMEOUT_S=LIVENESS_TIMEOUT_S,
-        WORKER_PING_INTERVAL_S="1",
-    )
+    start_served_small(stack, Path(stack.workdir) / "run", liveness_timeout_s=LIVENESS_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("layer", ["pubsub", "core"])

@@ -20,7 +20,7 @@ import pytest
 
 from tests.faults.conftest import MakeStack
 from tests.faults.harness import FaultStack, assert_each_seq_once, open_tabs, oracle_problems, wait_until
-from tests.faults.serving import start_served
+from tests.faults.serving import start_served_small
 from tests.live import ROOT
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
@@ -47,14 +47,7 @@ def test_a_frozen_worker_is_restarted_by_the_shipped_supervision_and_delivers(
     make_fault_stack: MakeStack, tmp_path: Path
 ) -> None:
     stack = make_fault_stack()
-    supervisord, rpc = start_served(
-        stack,
-        tmp_path / "run",
-        WEB_PROCESSES="1",
-        WORKER_PROCESSES="1",
-        WORKER_LIVENESS_TIMEOUT_S=str(LIVENESS_TIMEOUT_S),
-        WORKER_PING_INTERVAL_S="1",
-    )
+    supervisord, rpc = start_served_small(stack, tmp_path / "run", liveness_timeout_s=LIVENESS_TIMEOUT_S)
 
     async def scenario() -> list:
         tabs = open_tabs(stack, USERS, per_user=2)
