@@ -13,19 +13,26 @@ replay waits until the replay is done, and is then skipped if the replay already
 
 Every WS_RECONCILE_INTERVAL_S (with jitter) each socket also reconciles on its own: it
 checks that its credential still holds, joins its groups again (a Redis restart forgets
-them), and sends anything stored past its cursor. Whatever loses a doorbell or a logout
-ring, the cost is bounded by that interval.
+them), renews its socket slot and sends anything stored past its cursor. Whatever loses a
+doorbell or a logout ring, the cost is bounded by that interval.
+
+What one socket can make the server hold is bounded: at most REPLAY_MAX notifications per
+replay (beyond that the socket answers `resync` and the client pages over HTTP), a few
+resumes in a row, nothing sent after the peer is gone, and however the consumer ends, its
+groups, slot and timers are released.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
 from typing import Any
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -44,10 +51,12 @@ from delivery.selectors import (
     notifications_after_seq,
 )
 from delivery.services import notifications_mark_all_read, notifications_mark_read
+from delivery.socket_slots import slot_claim, slot_release, slot_renew
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_MANY_SOCKETS = 4409
 CLOSE_TOO_LARGE = 4413
 CLOSE_ABUSE = 4429
 FRAME_MAX_BYTES = 64 * 1024  # the largest legitimate frame is a mark_read of MARK_READ_MAX ids
@@ -56,6 +65,9 @@ ID_LIMIT = 2**63  # a larger number is no id of ours, and would overflow a bigin
 # How long rings that came ahead of the cursor wait for the missing ones before the gap is
 # read from the database (a batch's rings go out right after its commit: milliseconds).
 GAP_GRACE_S = 0.25
+# The most notifications one replay (resume, gap fill, reconcile) sends; a client further
+# behind gets `resync` and pages over HTTP, which the client reads at its own pace.
+REPLAY_MAX = PAGE_MAX
 
 
 class TokenBucket:
@@ -96,9 +108,21 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     frames_burst, frames_per_second = 60, 5.0
     # A handful of bad frames is a bug in a client, not abuse: allow 20, then one per 3 s.
     bad_frames_burst, bad_frames_per_second = 20, 1 / 3
+    # A client resumes once per connection, and again only to fill a gap.
+    resumes_burst, resumes_per_second = 3, 1 / 5
     closing = False
+    released = False
+    slot_held = False
     reconciler: asyncio.Task[None] | None = None
     gap_timer: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the consumer ends (a disconnect, a crash, daphne cancelling it), let go of
+            # everything, even while being cancelled.
+            await asyncio.shield(self.release())
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections, through a thread hop, before every
@@ -117,10 +141,18 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         self.user = principal.user
         self.credential = principal.credential
+        if not await slot_claim(self.user.pk, self.channel_name):
+            logger.warning("refusing a socket of user %s: %s open", self.user.pk, settings.WS_SOCKETS_PER_USER_MAX)
+            metrics.sockets_refused.inc()
+            await self.accept()
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            return
+        self.slot_held = True
         # Guards the cursor and the order of sends between the handlers and the reconciler.
         self.sending = asyncio.Lock()
         self.frames = TokenBucket(burst=self.frames_burst, per_second=self.frames_per_second)
         self.bad_frames = TokenBucket(burst=self.bad_frames_burst, per_second=self.bad_frames_per_second)
+        self.resumes = TokenBucket(burst=self.resumes_burst, per_second=self.resumes_per_second)
         # Join before reading the inbox, so nothing committed in between falls through.
         self.early: dict[int, str] = {}  # seq -> frame, from rings that came ahead of the cursor
         self.groups = [user_group(self.user.pk), principal.credential.group]
@@ -136,11 +168,27 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         metrics.sockets_open.inc()
 
     async def disconnect(self, code: int) -> None:
-        if self.gap_timer is not None:
-            self.gap_timer.cancel()
+        self.closing = True
+        await self.release()
+
+    async def release(self) -> None:
+        """Cancel the timers, leave the groups, free the slot: once, however the socket ended."""
+        if self.released:
+            return
+        self.released = True
+        self.closing = True
+        for task in (self.gap_timer, self.reconciler):
+            if task is not None:
+                task.cancel()
         if self.reconciler is not None:
-            self.reconciler.cancel()
             metrics.sockets_open.dec()  # the reconciler starts with an accepted, authenticated socket
+        try:
+            for group in self.groups or []:
+                await self.channel_layer.group_discard(group, self.channel_name)
+        except (RedisError, OSError) as exc:
+            logger.warning("socket of user %s could not leave its groups: %r", self.user.pk, exc)
+        if self.slot_held:
+            await slot_release(self.user.pk, self.channel_name)
 
     async def reconcile_forever(self) -> None:
         interval = settings.WS_RECONCILE_INTERVAL_S
@@ -158,10 +206,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
+        await slot_renew(self.user.pk, self.channel_name)
         async with self.sending:
-            last_seq = (await database_sync_to_async(inbox_state)(user_id=self.user.pk)).last_seq
-            if last_seq > self.cursor:
-                await self.send_stored_after(self.cursor)
+            await self.catch_up()
 
     # --- client frames ---------------------------------------------------------------------
 
@@ -191,7 +238,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if kind == "ping":
             await self.send_frame({"type": "pong"})
         elif kind == "resume":
-            await self.resume(_cursor(frame.get("after_seq")))
+            after_seq = _cursor(frame.get("after_seq"))
+            if not self.resumes.take():
+                raise FrameError("too_many_resumes", "resume at most 3 times in a row, then once per 5 s")
+            await self.resume(after_seq)
         elif kind == "mark_read":
             await self.mark_read(_ids(frame.get("ids")))
         elif kind == "mark_all_read":
@@ -207,8 +257,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         # Every stored notification after the client's cursor, as docs/PROTOCOL.md says, even one
         # this connection sent before the resume arrived: clients de-duplicate by id.
         async with self.sending:
-            count = await self.send_stored_after(after_seq)
-            await self.send_frame({"type": "resumed", "count": count})
+            await self.catch_up(after_seq)
 
     async def mark_read(self, ids: list[int]) -> None:
         owned = await database_sync_to_async(notification_ids_of_user)(user_id=self.user.pk, ids=ids)
@@ -262,7 +311,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             if self.early and not self.closing:
                 self.early.clear()
                 metrics.gaps_filled.inc()
-                await self.send_stored_after(self.cursor)  # a ring went missing: fill from the database
+                await self.catch_up()  # a ring went missing: fill from the database
 
     async def notifications_read(self, message: dict[str, Any]) -> None:
         await self.send_frame({"type": "read", "ids": message["ids"], "unread": message["unread"]})
@@ -277,22 +326,33 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     # --- sending ------------------------------------------------------------------------------
 
-    async def send_stored_after(self, after_seq: int) -> int:
-        """Send every stored notification after `after_seq`, oldest first; returns how many."""
-        sent = 0
-        unread = (await database_sync_to_async(inbox_state)(user_id=self.user.pk)).unread
-        while True:
-            page = await database_sync_to_async(notifications_after_seq)(
-                user_id=self.user.pk, after_seq=after_seq, limit=PAGE_MAX
-            )
-            for notification in page:
-                await self.send_notification(notification, unread=unread)
-                after_seq = notification.seq
-            sent += len(page)
-            self.cursor = max(self.cursor, after_seq)
-            if len(page) < PAGE_MAX:
-                metrics.replay_size.observe(sent)
-                return sent
+    async def catch_up(self, after_seq: int | None = None) -> None:
+        """Send what is stored after the cursor (a gap fill, a reconcile) or after `after_seq`
+        (a resume, answered with `resumed`); more than REPLAY_MAX is answered with `resync`,
+        and the cursor moves to the end. Call with `sending` held."""
+        state = await database_sync_to_async(inbox_state)(user_id=self.user.pk)
+        start = self.cursor if after_seq is None else after_seq
+        if state.last_seq - start > REPLAY_MAX:
+            self.cursor = max(self.cursor, state.last_seq)
+            await self.send_frame({"type": "resync", "last_seq": self.cursor})
+            return
+        if after_seq is None and state.last_seq > self.cursor:
+            await self.send_stored_after(self.cursor, unread=state.unread)
+        elif after_seq is not None:
+            count = await self.send_stored_after(after_seq, unread=state.unread)
+            await self.send_frame({"type": "resumed", "count": count})
+
+    async def send_stored_after(self, after_seq: int, *, unread: int) -> int:
+        """Send the stored notifications after `after_seq` (REPLAY_MAX at most), oldest first."""
+        page = await database_sync_to_async(notifications_after_seq)(
+            user_id=self.user.pk, after_seq=after_seq, limit=REPLAY_MAX
+        )
+        for notification in page:
+            await self.send_notification(notification, unread=unread)
+        if page:
+            self.cursor = max(self.cursor, page[-1].seq)
+        metrics.replay_size.observe(len(page))
+        return len(page)
 
     async def send_notification(self, notification: Notification, *, unread: int) -> None:
         if not self.closing:
@@ -304,9 +364,18 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return  # doorbells can still arrive between our close and the disconnect
         await self.send(text_data=encode_frame(frame))
 
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Disconnected:
+            # The peer went away between daphne noticing and telling us: stop sending; the
+            # disconnect (or the end of the consumer) releases the rest.
+            self.closing = True
+
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self.closing = True
-        await super().close(code=code, reason=reason)
+        with contextlib.suppress(Disconnected):
+            await super().close(code=code, reason=reason)
 
 
 # Channel-layer messages that need no database, by type: dispatched without Channels' thread hop.

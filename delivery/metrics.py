@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 sockets_open = Gauge("notify_sockets_open", "WebSocket connections open in this web process")
+sockets_refused = Counter("notify_sockets_refused", "Sockets refused: their user had WS_SOCKETS_PER_USER_MAX open")
 doorbells_received = Counter("notify_doorbells_received", "Doorbells (new notifications) this process's sockets got")
 gaps_filled = Counter("notify_gaps_filled", "Doorbell gaps this process's sockets filled from the database")
 frames_sent = Counter("notify_notification_frames_sent", "notification frames sent to sockets by this process")

@@ -298,6 +298,8 @@ EVENT_TYPE_MODULES = env.list("EVENT_TYPE_MODULES", default=[])
 # How often each open socket re-checks its credential, rejoins its groups and fills any gap
 # from the database: the most a lost doorbell or logout ring can cost.
 WS_RECONCILE_INTERVAL_S = env.float("WS_RECONCILE_INTERVAL_S", default=30.0)
+# Open sockets per user, across every web process; the next is closed with 4409.
+WS_SOCKETS_PER_USER_MAX = env.int("WS_SOCKETS_PER_USER_MAX", default=100)
 
 # Notifications older than this are deleted (hourly, by beat); a client whose cursor is
 # older gets `resync` and reloads. seq numbers are never reused.

@@ -19,7 +19,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from delivery.consumers import FRAME_MAX_BYTES
+from delivery.consumers import FRAME_MAX_BYTES, REPLAY_MAX, NotificationConsumer
 from delivery.credentials import ticket_redeem, token_issue, tokens_revoke
 from delivery.groups import user_group
 from delivery.models import Notification, SocketTicket
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 PATH = "/ws/notifications/"
 WAIT_S = 5.0  # generous: a ring crosses a thread, Redis pub/sub and the consumer's loop
-UNAUTHENTICATED, TOO_LARGE, ABUSE = 4401, 4413, 4429
+UNAUTHENTICATED, TOO_MANY_SOCKETS, TOO_LARGE, ABUSE = 4401, 4409, 4413, 4429
 
 
 def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -54,15 +54,15 @@ def hello_of(headers: list[tuple[bytes, bytes]] | None) -> dict[str, Any]:
 
 def close_code_of(headers: list[tuple[bytes, bytes]] | None = None, path: str = PATH) -> int | None:
     """Open a socket and return the code it is closed with (None if it stays open)."""
+    return run(close_code_of_async(headers, path))
 
-    async def scenario() -> int | None:
-        socket = Socket(headers, path=path)
-        await socket.open()
-        code = await socket.close_code()
-        await socket.shut()
-        return code
 
-    return run(scenario())
+async def close_code_of_async(headers: list[tuple[bytes, bytes]] | None = None, path: str = PATH) -> int | None:
+    socket = Socket(headers, path=path)
+    await socket.open()
+    code = await socket.close_code()
+    await socket.shut()
+    return code
 
 
 def bearer(token: str) -> list[tuple[bytes, bytes]]:
@@ -588,6 +588,69 @@ def test_resume_at_the_latest_seq_replays_nothing(alice, alice_headers, store_no
         return answer
 
     assert run(scenario()) == {"type": "resumed", "count": 0}
+
+
+def test_a_resume_beyond_one_replay_gets_resync_and_the_socket_goes_on_from_the_end(
+    alice, alice_headers, store_notices
+) -> None:
+    store_notices(alice, count=REPLAY_MAX + 2)
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        socket = Socket(alice_headers)
+        await socket.open_authenticated()
+        await socket.send({"type": "resume", "after_seq": 1})  # REPLAY_MAX + 1 to send: too many
+        too_far = [await socket.frame()]
+        await socket.send({"type": "resume", "after_seq": 2})  # exactly REPLAY_MAX: replayed
+        replay = await socket.frames(REPLAY_MAX + 1)
+        await socket.shut()
+        return too_far, replay
+
+    too_far, replay = run(scenario())
+    assert too_far == [{"type": "resync", "last_seq": REPLAY_MAX + 2}]
+    assert seqs(replay) == list(range(3, REPLAY_MAX + 3))
+    assert replay[-1] == {"type": "resumed", "count": REPLAY_MAX}
+
+
+def test_resumes_in_a_row_beyond_the_burst_are_refused(alice, alice_headers) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        socket = Socket(alice_headers)
+        await socket.open_authenticated()
+        for _ in range(NotificationConsumer.resumes_burst + 1):
+            await socket.send({"type": "resume", "after_seq": 0})
+        answers = await socket.frames(NotificationConsumer.resumes_burst + 1)
+        assert await socket.still_answers()
+        await socket.shut()
+        return answers
+
+    answers = run(scenario())
+    assert answers[:-1] == [{"type": "resumed", "count": 0}] * NotificationConsumer.resumes_burst
+    assert answers[-1]["type"] == "error"
+    assert answers[-1]["code"] == "too_many_resumes"
+
+
+def test_the_socket_after_the_per_user_cap_is_closed_with_4409(alice, alice_headers, bob, settings) -> None:
+    settings.WS_SOCKETS_PER_USER_MAX = 2
+    bob_headers = bearer(token_issue(user=bob))
+
+    async def scenario() -> tuple[int | None, int | None, bool]:
+        first, second = Socket(alice_headers), Socket(alice_headers)
+        await first.open_authenticated()
+        await second.open_authenticated()
+        refused = await close_code_of_async(alice_headers)
+        bobs = Socket(bob_headers)
+        await bobs.open_authenticated()  # the cap is per user
+        await first.shut()
+        third = Socket(alice_headers)
+        await third.open_authenticated()  # a closed socket gave its slot back
+        again = await close_code_of_async(alice_headers)
+        usable = await second.still_answers()
+        for socket in (second, third, bobs):
+            await socket.shut()
+        return refused, again, usable
+
+    refused, again, usable = run(scenario())
+    assert refused == again == TOO_MANY_SOCKETS
+    assert usable
 
 
 # --- read state -------------------------------------------------------------------------------------

@@ -173,6 +173,22 @@ class ResumingTab:
                 self.received.append(frame["notification"])
             elif frame["type"] == "resumed":
                 self.resumes += 1
+            elif frame["type"] == "resync":
+                # Too far behind for one replay: page over HTTP up to where the socket goes on.
+                self.received += await asyncio.to_thread(self._fetch_after, self.cursor, frame["last_seq"])
+                self.resumes += 1
+
+    def _fetch_after(self, after_seq: int, last_seq: int) -> list[dict[str, Any]]:
+        base = self.url.replace("ws://", "http://", 1).split("/ws/", 1)[0]
+        fetched: list[dict[str, Any]] = []
+        url: str | None = f"{base}/api/notifications/?after_seq={after_seq}&limit=200"
+        while url and (not fetched or fetched[-1]["seq"] < last_seq):
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})  # noqa: S310
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own stack)
+                page = json.load(response)
+            fetched += [n for n in page["results"] if n["seq"] <= last_seq]
+            url = page["next"]
+        return fetched
 
     async def stop(self) -> None:
         self._stopping = True

@@ -27,9 +27,10 @@
 
   const CLOSE_UNAUTHENTICATED = 4401; // logged out or credential revoked: never reconnect
   const CLOSE_CLIENT_DROP = 4000; // our own close of a socket we consider dead
-  // Codes where the server asked us to wait (1012 restart, 1013 try again later, 4429 abuse):
+  // Codes where the server asked us to wait (1012 restart, 1013 try again later, 4409 too many
+  // sockets of this user, 4429 abuse):
   // start the backoff a few steps in, so a thousand tabs do not come back in the same 500 ms.
-  const CLOSE_SPREAD_OUT = new Set([1012, 1013, 4429]);
+  const CLOSE_SPREAD_OUT = new Set([1012, 1013, 4409, 4429]);
   const SPREAD_OUT_ATTEMPT = 3;
 
   const DEFAULTS = {
