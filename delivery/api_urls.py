@@ -3,7 +3,7 @@
 from django.urls import include, path
 
 from delivery import api
-from events.api import event_create
+from events.api import EventCreate
 
 urlpatterns = [
     path("notifications/", api.notification_list, name="notification-list"),
@@ -12,6 +12,6 @@ urlpatterns = [
     path("notifications/read-all/", api.notification_read_all, name="notification-read-all"),
     path("ws-ticket/", api.ws_ticket, name="ws-ticket"),
     path("sign-out-everywhere/", api.sign_out_everywhere_view, name="sign-out-everywhere"),
-    path("events/", event_create, name="event-create"),
+    path("events/", EventCreate.as_view(), name="event-create"),
     path("messages/", include("messaging.urls")),
 ]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib.auth import get_user_model
 from knox.models import AuthToken
 from rest_framework import permissions, serializers, status
-from rest_framework.decorators import api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -49,19 +48,23 @@ class EmitEventInput(serializers.Serializer):
         return users
 
 
-@api_view(["POST"])
-@permission_classes([IsStaffToken])
-def event_create(request: Request) -> Response:
-    payload = EmitEventInput(data=request.data)
-    payload.is_valid(raise_exception=True)
-    params = payload.validated_data
-    try:
-        event = emit(
-            params["type"],
-            recipients=params["recipients"],
-            data=params["data"],
-            idempotency_key=params.get("idempotency_key"),
-        )
-    except (InvalidEventData, ValueError) as exc:
-        raise serializers.ValidationError({"data": [str(exc)]}) from None
-    return Response({"id": event.pk}, status=status.HTTP_202_ACCEPTED)
+class EventCreate(APIView):
+    """Staff tokens only; limited per token by API_RATE_LIMIT_EVENTS (service traffic)."""
+
+    permission_classes: ClassVar = [IsStaffToken]
+    throttle_scope = "events"
+
+    def post(self, request: Request) -> Response:
+        payload = EmitEventInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        params = payload.validated_data
+        try:
+            event = emit(
+                params["type"],
+                recipients=params["recipients"],
+                data=params["data"],
+                idempotency_key=params.get("idempotency_key"),
+            )
+        except (InvalidEventData, ValueError) as exc:
+            raise serializers.ValidationError({"data": [str(exc)]}) from None
+        return Response({"id": event.pk}, status=status.HTTP_202_ACCEPTED)

@@ -1,5 +1,5 @@
 from django.urls import path
 
-from messaging.api import message_create
+from messaging.api import MessageCreate
 
-urlpatterns = [path("", message_create, name="message-create")]
+urlpatterns = [path("", MessageCreate.as_view(), name="message-create")]

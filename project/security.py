@@ -1,4 +1,4 @@
-"""Content-Security-Policy on every HTML page: scripts, styles and sockets from this origin only.
+"""HTTP hardening: the Content-Security-Policy, and how a locked-out sign-in is answered.
 
 The demo page and the login page load their script and style from /static/ and have no
 inline script or style, so the policy can be strict. JSON and static responses need none.
@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from axes.helpers import get_cool_off
+from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -34,3 +37,26 @@ class ContentSecurityPolicyMiddleware:
         if response.get("Content-Type", "").startswith("text/html"):
             response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The client's address, as the web server saw it: daphne facing clients puts the peer
+    there, and behind `make serve`'s nginx (only) daphne takes it from X-Forwarded-For."""
+    return request.META.get("REMOTE_ADDR")
+
+
+def sign_in_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: object
+) -> HttpResponse:
+    """Too many failed sign-ins for this username or from this address: 429, the login page
+    saying why, and Retry-After."""
+    cool_off = get_cool_off(request)
+    seconds = int(cool_off.total_seconds()) if cool_off else 3600
+    response = render(
+        request,
+        "registration/login.html",
+        {"form": AuthenticationForm(request), "locked_out_minutes": max(1, round(seconds / 60))},
+        status=429,
+    )
+    response["Retry-After"] = str(seconds)
+    return response

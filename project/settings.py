@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,6 +40,8 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "knox",
+    "axes",
+    "django_ratelimit",
     "events",
     "delivery",
     "workers",
@@ -55,6 +58,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it turns a refused (locked-out) sign-in into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -330,6 +335,48 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "project.api.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# --- Rate limits (docs/SECURITY.md) ---------------------------------------------------------
+# Counted in Redis, shared by every web process. "600/m" is 600 a minute (s, m, h, d); an
+# empty value turns that limit off. Over a limit the API answers 429 with Retry-After.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": REDIS_NAMESPACE,
+        # A request never waits long on Redis: past these, a limit is not checked (and logged).
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+}
+# django-ratelimit knows django-redis's backend only; Django's own counts the same way (add is
+# SET NX, incr is INCR: atomic in Redis).
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+# Per view scope (a view's `throttle_scope`, "api" for the rest), per user and per API token.
+API_RATE_LIMITS = {
+    "api": {
+        "user": env.str("API_RATE_LIMIT_USER", default="600/m"),
+        "token": env.str("API_RATE_LIMIT_TOKEN", default="600/m"),
+    },
+    # POST /api/messages/: each is a notification on someone else's screen.
+    "messages": {"user": env.str("API_RATE_LIMIT_MESSAGES", default="30/m")},
+    # POST /api/events/: service traffic with a staff token.
+    "events": {"token": env.str("API_RATE_LIMIT_EVENTS", default="60000/m")},
+}
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["project.throttling.PerUser", "project.throttling.PerToken"]
+
+# Sign-in (the login page and the admin's), by django-axes: after LOGIN_FAILURE_LIMIT failed
+# attempts for one username, or from one client address, sign-in is refused with 429 and
+# Retry-After for LOGIN_LOCKOUT_MINUTES, the right password too. Attempts are rows in the
+# database (the source of truth, already in the sign-in path).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # SignedInSession already records each sign-in
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_CLIENT_IP_CALLABLE = "project.security.client_address"
+AXES_LOCKOUT_CALLABLE = "project.security.sign_in_locked_out"
+
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Bearer",
     # Service tokens do not expire on their own; `revoke_token` ends them.

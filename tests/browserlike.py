@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -19,6 +20,7 @@ class BrowserSession:
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
         self.opener.addheaders = [("User-Agent", user_agent)]
+        self.last_headers: dict[str, str] = {}
 
     @property
     def cookies(self) -> dict[str, str]:
@@ -33,6 +35,17 @@ class BrowserSession:
         self._post_form("/accounts/login/", {"username": username, "password": password})
         if "sessionid" not in self.cookies:
             raise AssertionError(f"login as {username} failed")
+
+    def login_status(self, username: str, password: str) -> int:
+        """Try to sign in: 200 (signed in, or the form again: see `cookies`), or the error status,
+        with its headers in `last_headers` (429 when locked out)."""
+        self.opener.open(f"{self.base_url}/accounts/login/", timeout=10).read()
+        try:
+            self._post_form("/accounts/login/", {"username": username, "password": password})
+        except urllib.error.HTTPError as error:
+            self.last_headers = dict(error.headers)
+            return error.code
+        return 200
 
     def logout(self) -> None:
         self._post_form("/accounts/logout/", {})

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.cache import cache
 from django.db import connection
+from redis.exceptions import RedisError
 
 from events.handoff import hand_off, publish_delivery
 from events.models import Event
@@ -38,6 +40,18 @@ def published_events(request: pytest.FixtureRequest) -> Iterator[list[int]]:
     finally:
         hand_off.flush(timeout=5)
         hand_off.publish = publish_delivery
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits() -> Iterator[None]:
+    """Each test starts with no rate-limit counts: user ids repeat between tests."""
+    yield
+    try:
+        client = cache._cache.get_client(write=True)
+        for key in client.scan_iter(match=f"{cache.key_prefix}:*", count=1000):
+            client.delete(key)
+    except (RedisError, OSError):
+        pass  # a test that stopped Redis, or pointed the cache elsewhere
 
 
 @pytest.fixture
