@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, emit_cost, fanout, resume, servers, task_cost
+from bench import delivery, emit_cost, fanout, resume, resume_flood, servers, task_cost
 from bench.machine import describe_run
 from bench.plots import draw_all
 from bench.progress import Progress
@@ -30,6 +30,7 @@ SECTIONS: dict[str, Callable[[Session], dict[str, Any]]] = {
     "delivery": delivery.run,
     "fanout": fanout.run,
     "resume": resume.run,
+    "resume_flood": resume_flood.run,
     "servers": servers.run,
     "emit_cost": emit_cost.run,  # stops and restarts the broker: late in the run
     "task_cost": task_cost.run,  # stops the worker and beat: last
@@ -46,6 +47,8 @@ QUICK = {
     "server_rates": "200",
     "resume": 200,
     "resume_repeats": 1,
+    "flood_inbox": 600,
+    "flood_sockets": 4,
     "requests": 30,
     "events": 60,
     "batch": 100,
@@ -74,6 +77,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--server-rates", default="200,500", help="events/s for the server comparison")
     parser.add_argument("--resume", type=int, default=1000, help="notifications a resuming tab missed")
     parser.add_argument("--resume-repeats", type=int, default=3)
+    parser.add_argument("--flood-inbox", type=int, default=3000, help="notifications of the user whose sockets flood")
+    parser.add_argument("--flood-sockets", type=int, default=8, help="sockets that stop reading and send resumes")
     parser.add_argument("--requests", type=int, default=200, help="sequential requests per kind (emit cost)")
     parser.add_argument("--events", type=int, default=300, help="calls per step (in-process cost)")
     parser.add_argument("--batch", type=int, default=500, help="backlog delivered in batches (in-process cost)")
@@ -112,6 +117,7 @@ def planned_steps(args: argparse.Namespace) -> float:
         "delivery": 2 + len(args.paths) * len(args.rates) * 2,
         "fanout": 2 + args.fanout_repeats * 2,
         "resume": args.resume_repeats,
+        "resume_flood": 2,
         "servers": len(args.servers) * (1 + len(args.server_rates)),
         "emit_cost": 3,
         "task_cost": 2,

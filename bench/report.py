@@ -21,6 +21,8 @@ def render(run: dict[str, Any], results: dict[str, Any], plots: dict[str, str]) 
         out += _fanout(results["fanout"], plots)
     if "resume" in results:
         out += _resume(results["resume"])
+    if "resume_flood" in results:
+        out += _resume_flood(results["resume_flood"])
     if "servers" in results:
         out += _servers(results["servers"], plots)
     if "emit_cost" in results:
@@ -243,6 +245,26 @@ def _resume(resume: dict[str, Any]) -> list[str]:
         "",
         table(["#", "received / missed", "connect -> hello", "resume -> all received", "resume -> resumed"], rows),
         "\nProduct only: the baseline stores nothing, so what a tab missed is gone.",
+    ]
+
+
+def _resume_flood(flood: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            row["label"],
+            row["resumes"],
+            f"{row['before_mib']:.0f}",
+            f"{row['peak_mib']:.0f} (+{row['peak_mib'] - row['before_mib']:.0f})",
+            f"{row['after_mib']:.0f} (+{row['after_mib'] - row['before_mib']:.0f})",
+        ]
+        for row in flood["rows"]
+    ]
+    return [
+        "",
+        f"## Resume flood: {flood['sockets']} sockets that stop reading, over an inbox of {flood['inbox']:,}",
+        "",
+        table(["run", "resumes per socket", "web RSS before (MiB)", "peak", "10 s after the drop"], rows),
+        "\nThe first row is the baseline: the same sockets, opened and dropped without a frame.",
     ]
 
 

@@ -191,6 +191,19 @@ class LoadGenerator:
                     all_s = resumed_s = time.monotonic() - resumed_at
         return {"hello_s": hello_s, "all_s": all_s, "resumed_s": resumed_s, "received": len(seqs), "wanted": want}
 
+    async def flood(self, *, url: str, token: str, sockets: int, resumes: int, hold_s: float) -> dict[str, Any]:
+        """Open `sockets` that stop reading at once, send `resumes` each, hold, then drop them
+        without a close frame. Returns how many the server accepted."""
+        headers = {"Authorization": f"Bearer {token}"}
+        opened = [await websockets.connect(url, additional_headers=headers, max_queue=1) for _ in range(sockets)]
+        for ws in opened:
+            for after_seq in range(resumes):
+                await ws.send(json.dumps({"type": "resume", "after_seq": after_seq}))
+        await asyncio.sleep(hold_s)
+        for ws in opened:
+            ws.transport.abort()
+        return {"opened": len(opened)}
+
     async def close(self) -> None:
         async def close_one(tab: Tab) -> None:
             with contextlib.suppress(TimeoutError, OSError, websockets.WebSocketException):
@@ -218,6 +231,7 @@ async def main() -> None:
         "wait": generator.wait,
         "collect": generator.collect,
         "resume": generator.resume,
+        "flood": generator.flood,
     }
     await serve_commands(handlers)
     await generator.close()

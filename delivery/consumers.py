@@ -13,8 +13,8 @@ replay waits until the replay is done, and is then skipped if the replay already
 
 Every WS_RECONCILE_INTERVAL_S (with jitter) each socket also reconciles on its own: it
 checks that its credential still holds, joins its groups again (a Redis restart forgets
-them), renews its socket slot and sends anything stored past its cursor. Whatever loses a
-doorbell or a logout ring, the cost is bounded by that interval.
+them) and sends anything stored past its cursor. Whatever loses a doorbell or a logout
+ring, the cost is bounded by that interval.
 
 What one socket can make the server hold is bounded: at most REPLAY_MAX notifications per
 replay (beyond that the socket answers `resync` and the client pages over HTTP), a few
@@ -51,7 +51,7 @@ from delivery.selectors import (
     notifications_after_seq,
 )
 from delivery.services import notifications_mark_all_read, notifications_mark_read
-from delivery.socket_slots import slot_claim, slot_release, slot_renew
+from delivery.socket_slots import slot_claim, slot_release
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,6 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
-        await slot_renew(self.user.pk, self.channel_name)
         async with self.sending:
             await self.catch_up()
 

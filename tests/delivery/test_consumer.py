@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -25,6 +26,7 @@ from delivery.groups import user_group
 from delivery.models import Notification, SocketTicket
 from delivery.payloads import notifications_created_message
 from delivery.services import Stored
+from delivery.socket_slots import heartbeat_prefix
 from events import emit
 from project.asgi import application
 from tests.events.conftest import deliver_due
@@ -651,6 +653,22 @@ def test_the_socket_after_the_per_user_cap_is_closed_with_4409(alice, alice_head
     refused, again, usable = run(scenario())
     assert refused == again == TOO_MANY_SOCKETS
     assert usable
+
+
+def test_the_slots_of_a_web_process_that_died_are_given_back_at_the_cap(alice, alice_headers, settings) -> None:
+    settings.WS_SOCKETS_PER_USER_MAX = 2
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    slots = f"{settings.REDIS_NAMESPACE}:sockets:{alice.pk}"
+    # Two sockets held by another web process: alive while its heartbeat key is.
+    client.zadd(slots, {"other|specific.a": 1, "other|specific.b": 1})
+    client.set(heartbeat_prefix() + "other", 1, ex=60)
+    try:
+        assert close_code_of(alice_headers) == TOO_MANY_SOCKETS
+        client.delete(heartbeat_prefix() + "other")  # that process died: its heartbeat lapsed
+        assert hello_of(alice_headers)["user"] == "alice"
+        assert client.zcard(slots) == 0  # the dead process's slots are gone, and ours was released
+    finally:
+        client.delete(slots, heartbeat_prefix() + "other")
 
 
 # --- read state -------------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ and resume with nothing lost or doubled, and supervisord starts it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,41 @@ def test_through_nginx_a_page_of_our_origin_may_open_a_socket_and_another_port_m
         with pytest.raises(websockets.InvalidStatus) as refused:
             asyncio.run(hello(foreign))
         assert refused.value.response.status_code == 403, foreign
+
+
+def test_through_nginx_clients_that_drip_their_headers_are_cut_off(make_fault_stack: MakeStack, tmp_path: Path) -> None:
+    """Slowloris: each client sends a header line every 2 s and never ends its request.
+    daphne alone holds such a connection as long as the client goes on; nginx's
+    client_header_timeout (10 s, deploy/nginx.conf.template) cuts every one of them."""
+    stack = make_fault_stack()
+    start_served(stack, tmp_path / "run", WEB_PROCESSES="1", WORKER_PROCESSES="1")
+    drippers = 300
+
+    async def drip(started: float) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+        writer.write(b"GET /ws/notifications/ HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        try:
+            for line in range(60):
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    if await asyncio.wait_for(reader.read(1024), 2) == b"":
+                        break  # closed by the server (after its 408, if it sent one)
+                writer.write(f"X-Drip-{line}: 1\r\n".encode())
+        except (ConnectionError, OSError):
+            pass
+        writer.close()
+        return time.monotonic() - started
+
+    async def scenario() -> tuple[list[float], str]:
+        started = time.monotonic()
+        held = [asyncio.create_task(drip(started)) for _ in range(drippers)]
+        await asyncio.sleep(3)
+        # While they drip, a real client gets in.
+        async with websockets.connect(stack.ws_url, additional_headers=token) as socket:
+            first = json.loads(await socket.recv())["type"]
+        return await asyncio.gather(*held), first
+
+    token = {"Authorization": f"Bearer {stack.tokens['alice']}"}
+    cut_after, first = asyncio.run(scenario())
+    assert first == "hello"
+    assert max(cut_after) < 30, sorted(cut_after)[-5:]  # a client left alone would drip for 120 s
