@@ -58,7 +58,12 @@ def _client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        # A blocking pool: a thousand sockets connecting at once wait their turn for one of
+        # a few connections, where the default pool would refuse the rest.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=20, timeout=5, socket_timeout=2, socket_connect_timeout=2
+        )
+        client = aioredis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 
@@ -92,8 +97,12 @@ async def _alive() -> None:
     """This process's heartbeat is written before its first slot, and kept from then on."""
     loop = asyncio.get_running_loop()
     if loop not in _heartbeats:
-        await _beat()
-        _heartbeats[loop] = loop.create_task(_beat_forever())
+        _heartbeats[loop] = loop.create_task(_beat_forever())  # first, so that only one starts
+        try:
+            await _beat()
+        except BaseException:
+            _heartbeats.pop(loop).cancel()
+            raise
 
 
 async def slot_claim(user_id: int, socket: str) -> bool:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from project.run_env import run_env_write
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,6 +21,8 @@ def main() -> int:
     os.environ.setdefault("DJANGO_DEBUG", "1")
     port = os.environ.setdefault("PORT", "8000")
     (ROOT / "var").mkdir(exist_ok=True)
+    # honcho replaces this process below and keeps its pid: the file is good while it runs.
+    run_env_write(os.environ, os.getpid())
     manage("migrate", "--verbosity", "0")
     manage("seed_demo")
     print(f"\n  Demo page: http://127.0.0.1:{port}/  (log in as alice or bob; Ctrl-C stops everything)\n", flush=True)

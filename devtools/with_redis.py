@@ -136,9 +136,12 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(command, env=env)
         # Ctrl-C reaches the child through the terminal's process group; we only wait for
         # it to finish its own shutdown, then stop Redis behind it.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        interrupted: list[int] = []
+        signal.signal(signal.SIGINT, lambda *_: interrupted.append(1))
         signal.signal(signal.SIGTERM, lambda *_: child.terminate())
-        return child.wait()
+        status = child.wait()
+        # Ctrl-C is how `make run` is meant to end: not an error for make to report.
+        return 0 if interrupted and status in (130, -signal.SIGINT, 1) else status
 
 
 if __name__ == "__main__":

@@ -95,6 +95,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
         }
     )
+    # One connection kept per thread: opening one costs a file open and the PRAGMAs above, and
+    # daphne runs every database call of its sockets on one thread (a reconnect storm of 1,000
+    # tabs is 3,000 calls in a few seconds).
+    DATABASES["default"]["CONN_MAX_AGE"] = None
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # A file, not ":memory:", so the daphne and Celery processes that the end-to-end
     # tests start can open the test database too; one per run, so runs never collide.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"notify-test-{os.getpid()}.sqlite3")}
@@ -401,5 +406,6 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # axes says INFO on every start and every failed sign-in; its lockouts are WARNING.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "axes": {"level": "WARNING"}},
 }

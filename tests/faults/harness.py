@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,13 @@ def fault_env(*, database_url: str, redis: PrivateRedis, **overrides: str) -> di
     return env
 
 
+# The browser client's helloTimeoutMs: a handshake that neither opens nor fails this long is
+# given up and retried with backoff.
+OPEN_TIMEOUT_S = 10
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 10.0
+SPREAD_OUT = {1012, 1013, 4409, 4429}
+
+
 @dataclass
 class ResumingTab:
     """A tab as the browser client behaves: reconnects with backoff and jitter, resumes
@@ -144,15 +152,15 @@ class ResumingTab:
         return cursor
 
     async def _run(self) -> None:
-        backoff = 0.2
+        attempts = 0
         while not self._stopping:
             try:
                 async with websockets.connect(
-                    self.url, additional_headers={"Authorization": f"Bearer {self.token}"}, open_timeout=5
+                    self.url, additional_headers={"Authorization": f"Bearer {self.token}"}, open_timeout=OPEN_TIMEOUT_S
                 ) as socket:
                     self.connections += 1
                     self.connected_at.append(time.monotonic())
-                    backoff = 0.2
+                    attempts = 0
                     await self._session(socket)
                     self.close_codes.append(socket.close_code)
             except (OSError, websockets.WebSocketException, TimeoutError) as error:
@@ -160,8 +168,11 @@ class ResumingTab:
                 self.close_codes.append(code)
             if self.close_codes and self.close_codes[-1] == 4401:
                 return
-            await asyncio.sleep(backoff * (0.5 + os.urandom(1)[0] / 255))  # full-ish jitter
-            backoff = min(backoff * 2, 3.0)
+            # The browser client's backoff: full jitter under an exponential ceiling, starting a
+            # few steps in when the server asked for room (capped lower, to keep scenarios short).
+            step = max(attempts, 3) if self.close_codes[-1] in SPREAD_OUT else attempts
+            attempts += 1
+            await asyncio.sleep(random.random() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**step))
 
     async def _session(self, socket: Any) -> None:
         async for raw in socket:
