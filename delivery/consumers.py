@@ -168,7 +168,6 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         metrics.sockets_open.inc()
 
     async def disconnect(self, code: int) -> None:
-        self.closing = True
         await self.release()
 
     async def release(self) -> None:
