@@ -7,13 +7,15 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from delivery.health import health_report
+from events.signals import sign_in_id
 
 
 @login_required
 @ensure_csrf_cookie
 def demo_page(request: HttpRequest) -> HttpResponse:
     """A bell, an unread count, a list and toasts, fed by the socket (delivery/static)."""
-    return render(request, "delivery/demo.html")
+    session_key = request.session.session_key
+    return render(request, "delivery/demo.html", {"sign_in": sign_in_id(session_key) if session_key else ""})
 
 
 @never_cache

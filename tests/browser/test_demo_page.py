@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 
 from events import emit
+from tests.conftest import wait_until_delivered
 from tests.live import LiveStack
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "correct-horse-battery"
+FIREFOX_ON_ANDROID = "Mozilla/5.0 (Android 14; Mobile; rv:128.0) Gecko/128.0 Firefox/128.0"
 XSS = '<img src=x onerror="window.__xss=1">'
 # The pipeline runs through a real broker and worker on a shared machine: allow it time.
 expect.set_options(timeout=15_000)
@@ -118,13 +120,12 @@ def test_two_tabs_stay_in_step_and_server_text_stays_text(live_stack: LiveStack,
         for tab in tabs:
             expect(tab.get_by_test_id("user")).to_have_text("alice")
 
-        # Signing in is itself a notification (auth.new_sign_in); clear it to start from 0.
+        # Signing in is itself a notification (auth.new_sign_in), but no news to the browser
+        # that signed in: listed, read, never toasted.
         for tab in tabs:
             expect(items(tab, "New sign-in")).to_have_count(1)
-            expect(tab.get_by_test_id("unread-count")).to_have_text("1")
-        tab1.get_by_test_id("mark-all-read").click()
-        for tab in tabs:
             expect(tab.get_by_test_id("unread-count")).to_have_text("0")
+            expect(tab.get_by_test_id("toast").filter(has_text="New sign-in")).to_have_count(0)
 
         bob = bob_context.new_page()
         error_lists.append(watch_errors(bob))
@@ -215,7 +216,7 @@ def test_a_tab_resumes_after_the_web_process_dies_and_misses_nothing(
         expect(items(page, "New sign-in")).to_have_count(1)
 
         web.kill()
-        expect(page.get_by_test_id("status")).to_have_attribute("data-state", re.compile(r"offline|connecting"))
+        expect(page.get_by_test_id("status")).to_have_attribute("data-state", re.compile(r"offline|reconnecting"))
         for n in (1, 2, 3):
             in_a_thread(lambda n=n: emit("notice", recipients=[alice], data={"title": f"missed {n}"}))
         private_stack.start_web()  # the same port: the tab reconnects on its own and resumes
@@ -223,7 +224,7 @@ def test_a_tab_resumes_after_the_web_process_dies_and_misses_nothing(
         expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live", timeout=30_000)
         for n in (1, 2, 3):
             expect(items(page, f"missed {n}")).to_have_count(1)
-        expect(page.get_by_test_id("unread-count")).to_have_text("4")
+        expect(page.get_by_test_id("unread-count")).to_have_text("3")  # its own sign-in is read
         seqs = page.get_by_test_id("notification-item").evaluate_all("rows => rows.map(row => row.dataset.seq)")
         assert seqs == ["4", "3", "2", "1"]  # newest first, none twice, none missing
         assert errors == []
@@ -249,3 +250,68 @@ def test_sign_out_everywhere_from_the_page_signs_out_the_other_browser_too(
         phone.goto(f"{base}/")  # its session is gone for good
         expect(phone).to_have_url(re.compile(r"/accounts/login/"))
         assert errors == [[], []]
+
+
+def test_offline_shows_at_once_and_what_was_missed_arrives_once_and_in_order(
+    live_stack: LiveStack, transactional_db: None
+) -> None:
+    create_users("alice")
+    alice = get_user_model().objects.get(username="alice")
+
+    with chromium() as browser:
+        context = browser.new_context()
+        page = context.new_page()
+        errors = watch_errors(page)
+        log_in(page, live_stack.http_url, "alice")
+        expect(items(page, "New sign-in")).to_have_count(1)
+        status = page.get_by_test_id("status")
+
+        context.set_offline(True)  # the browser's "offline" event; no ping has to time out first
+        expect(status).to_have_attribute("data-state", "offline", timeout=2_000)
+        expect(status).to_have_text("Offline")
+        for n in (1, 2, 3):
+            in_a_thread(lambda n=n: emit("notice", recipients=[alice], data={"title": f"while offline {n}"}))
+        in_a_thread(wait_until_delivered)
+        expect(items(page, "while offline")).to_have_count(0)
+
+        context.set_offline(False)
+        expect(status).to_have_attribute("data-state", "live")
+        for n in (1, 2, 3):
+            expect(items(page, f"while offline {n}")).to_have_count(1)
+        seqs = page.get_by_test_id("notification-item").evaluate_all("rows => rows.map(row => row.dataset.seq)")
+        assert seqs == ["4", "3", "2", "1"]
+        assert errors == []
+
+
+def test_the_badge_stops_at_99_plus(live_stack: LiveStack, transactional_db: None) -> None:
+    create_users("alice")
+    alice = get_user_model().objects.get(username="alice")
+    for n in range(120):
+        emit("notice", recipients=[alice], data={"title": f"notice {n}"})
+    wait_until_delivered()
+
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        log_in(page, live_stack.http_url, "alice")
+        expect(page.get_by_test_id("unread-count")).to_have_text("99+")
+        expect(page.get_by_role("button", name=re.compile("121 unread notifications"))).to_have_count(1)
+
+
+def test_a_sign_in_alerts_the_other_browsers_not_itself(live_stack: LiveStack, transactional_db: None) -> None:
+    create_users("alice")
+    base = live_stack.http_url
+
+    with chromium() as browser:
+        laptop = browser.new_context().new_page()
+        log_in(laptop, base, "alice")
+        expect(items(laptop, "New sign-in")).to_have_count(1)
+        expect(laptop.get_by_test_id("unread-count")).to_have_text("0")
+
+        phone = browser.new_context(user_agent=FIREFOX_ON_ANDROID).new_page()
+        log_in(phone, base, "alice")
+        expect(laptop.get_by_test_id("toast").filter(has_text="New sign-in from Firefox Mobile")).to_be_visible()
+        expect(laptop.get_by_test_id("unread-count")).to_have_text("1")
+        expect(items(phone, "New sign-in")).to_have_count(2)  # the laptop's too, from before
+        expect(phone.get_by_test_id("toast")).to_have_count(0)
+        # Read state is the user's: the laptop's own sign-in was read there, the phone's here.
+        expect(phone.get_by_test_id("unread-count")).to_have_text("0")

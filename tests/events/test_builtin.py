@@ -8,7 +8,7 @@ from delivery.models import Notification
 from events import emit
 from events.builtin import describe_browser
 from events.models import Event
-from events.signals import USER_AGENT_MAX
+from events.signals import USER_AGENT_MAX, sign_in_id
 from tests.conftest import PASSWORD
 from tests.events.conftest import deliver_due
 
@@ -49,7 +49,9 @@ def test_signing_in_emits_a_new_sign_in_event_for_that_user_only(client, alice, 
     assert event.type == "auth.new_sign_in"
     assert event.recipient_ids == [alice.pk]
     assert event.actor == alice
-    assert event.data == {"user_agent": FIREFOX_ON_WINDOWS}
+    # The sign-in is named by a hash of its session, never by the session key itself.
+    assert event.data == {"user_agent": FIREFOX_ON_WINDOWS, "sign_in": sign_in_id(client.session.session_key)}
+    assert client.session.session_key not in str(event.data)
 
 
 @pytest.mark.django_db

@@ -8,13 +8,15 @@
   const TOAST_MS = 8000; // long enough to read a title and a line of body
   const TOASTS_MAX = 4; // older toasts give way; the list keeps everything
   const PAGE_SIZE = 50;
-  const STATUS_TEXT = { connecting: "Connecting…", live: "Live", offline: "Offline" };
+  const STATUS_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline" };
+  const BADGE_MAX = 99; // wider than the bell beyond this: "99+"
 
   const body = document.body;
   const config = {
     apiBase: body.dataset.apiBase || "/api/",
     loginUrl: body.dataset.loginUrl || "/accounts/login/",
     user: body.dataset.user || "",
+    signIn: body.dataset.signIn || "", // this page's own sign-in, whose alert is not news here
   };
   const $ = (testid) => document.querySelector('[data-testid="' + testid + '"]');
   const els = {
@@ -162,7 +164,7 @@
 
   function setUnread(count) {
     unread = count;
-    els.badge.textContent = String(count);
+    els.badge.textContent = count > BADGE_MAX ? BADGE_MAX + "+" : String(count);
     els.badge.dataset.count = String(count);
     els.bell.setAttribute("aria-label", count === 1 ? "1 unread notification" : count + " unread notifications");
     els.markAll.disabled = count === 0;
@@ -184,6 +186,7 @@
         for (const n of data.results) items.set(n.id, n);
         for (const n of epoch.arrived.values()) if (n.seq > data.last_seq) items.set(n.id, n);
         for (const id of epoch.read) if (items.has(id)) items.get(id).read = true;
+        readThisSignIn(Array.from(items.values()));
         const seqs = data.results.map((n) => n.seq);
         oldestLoadedSeq = seqs.length ? Math.min(...seqs) : null;
         hasOlder = Boolean(data.next);
@@ -265,6 +268,15 @@
     arm();
   }
 
+  /** The alert of this page's own sign-in is neither news nor unread here: mark it read. */
+  function readThisSignIn(list) {
+    const mine = list.filter(
+      (n) => !n.read && n.event === "auth.new_sign_in" && config.signIn && (n.data || {}).sign_in === config.signIn,
+    );
+    for (const n of mine) n.read = true;
+    if (mine.length) client.markRead(mine.map((n) => n.id));
+  }
+
   // "Reply" links of message notifications open this page as /?reply_to=<sender>#message-form.
   const replyTo = new URLSearchParams(window.location.search).get("reply_to");
   if (replyTo && !els.to.value) els.to.value = replyTo;
@@ -274,6 +286,7 @@
   const client = new NotificationClient({
     apiBase: config.apiBase,
     onNotification(n, count, meta) {
+      readThisSignIn([n]);
       const isNew = !items.has(n.id);
       items.set(n.id, n);
       if (reloadEpoch) reloadEpoch.arrived.set(n.id, n);

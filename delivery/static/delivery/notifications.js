@@ -7,7 +7,7 @@
  *     onNotification(n, unread, meta) {},  // in seq order, each seq once; meta.replay
  *     onRead(ids, unread) {},              // marked read anywhere (any tab, the HTTP API)
  *     onUnread(count) {},                  // the server's unread count changed
- *     onStatus(status) {},                 // "connecting" | "live" | "offline"
+ *     onStatus(status) {},                 // "connecting" | "live" | "reconnecting" | "offline"
  *     onReload(info) {},                   // load the list over HTTP: info.reason "initial" | "resync" | "gap"
  *     onUnauthenticated() {},              // closed with 4401: the client has stopped; log in again
  *     onError(code, detail) {},            // an error frame from the server
@@ -130,10 +130,14 @@
       this.attempts = 0; // failures in a row, for the backoff
       this.generation = 0; // one per connection attempt: a late answer from an old one is ignored
       this.stopped = true;
+      this.networkDown = false; // the browser said "offline": wait for "online"
       this.hiddenSince = null;
       this.timers = { reconnect: null, ping: null, pong: null, hello: null };
 
       this.onOnline = () => this.wake();
+      // The browser knows the network is gone before any ping could tell: say so at once,
+      // and wait for "online" instead of retrying into nothing.
+      this.onOffline = () => this.networkLost();
       this.onVisibility = () => {
         const doc = root.document;
         if (doc.visibilityState === "hidden") {
@@ -150,7 +154,10 @@
     start() {
       if (!this.stopped) return this;
       this.stopped = false;
-      if (root.addEventListener) root.addEventListener("online", this.onOnline);
+      if (root.addEventListener) {
+        root.addEventListener("online", this.onOnline);
+        root.addEventListener("offline", this.onOffline);
+      }
       if (root.document && root.document.addEventListener) {
         root.document.addEventListener("visibilitychange", this.onVisibility);
       }
@@ -187,11 +194,24 @@
     /** Check the connection now: reconnect at once if down, probe it if it looks up. */
     wake() {
       if (this.stopped) return;
+      this.networkDown = false;
       if (this.ws && this.live) {
         this.ping(this.options.probeTimeoutMs);
-      } else if (this.timers.reconnect !== null) {
+      } else if (this.timers.reconnect !== null || !this.ws) {
         this.attempts = 0;
         this.open();
+      }
+    }
+
+    /** The browser went offline: drop the socket and wait for "online". */
+    networkLost() {
+      if (this.stopped) return;
+      this.networkDown = true;
+      if (this.ws) {
+        this.drop();
+      } else {
+        this.clearTimers();
+        this.setStatus("offline");
       }
     }
 
@@ -200,8 +220,13 @@
     open() {
       this.clearTimers();
       if (this.stopped) return;
+      if (this.networkDown || (root.navigator && root.navigator.onLine === false)) {
+        this.networkDown = true;
+        this.setStatus("offline");
+        return; // "online" wakes us
+      }
       const generation = ++this.generation;
-      this.setStatus("connecting");
+      this.setStatus(this.cursor === null ? "connecting" : "reconnecting");
       // Covers a URL that is slow to come (a ticket fetch) and a handshake that hangs.
       this.timers.hello = setTimeout(() => (this.ws ? this.drop() : this.closed(1006)), this.options.helloTimeoutMs);
       let url;
@@ -267,7 +292,11 @@
         return;
       }
       if (wasHealthy) this.attempts = 0;
-      this.setStatus("offline");
+      if (this.networkDown) {
+        this.setStatus("offline");
+        return; // "online" wakes us
+      }
+      this.setStatus("reconnecting");
       let step = this.attempts++;
       if (CLOSE_SPREAD_OUT.has(code)) step = Math.max(step, SPREAD_OUT_ATTEMPT);
       // Full jitter: anywhere from 0 to the exponential ceiling, so a crowd spreads out.
@@ -279,7 +308,10 @@
       this.stopped = true;
       this.generation += 1;
       this.clearTimers();
-      if (root.removeEventListener) root.removeEventListener("online", this.onOnline);
+      if (root.removeEventListener) {
+        root.removeEventListener("online", this.onOnline);
+        root.removeEventListener("offline", this.onOffline);
+      }
       if (root.document && root.document.removeEventListener) {
         root.document.removeEventListener("visibilitychange", this.onVisibility);
       }
