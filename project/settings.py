@@ -117,6 +117,10 @@ elif env.bool("DATABASE_POOL", default=False):
         "min_size": 2,
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
         "timeout": 10,
+        # psycopg_pool retries a failed connect with doubling delays for 5 minutes by default:
+        # after a 30 s outage its next attempt can be 30 s away, and requests time out waiting.
+        # Giving up after 5 s lets the next request start a fresh attempt at once.
+        "reconnect_timeout": 5,
     }
 else:
     # Workers, beat and commands: one thread each, so one persistent connection each.
