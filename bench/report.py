@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from bench.numbers import ms, ratio, table
@@ -249,22 +250,49 @@ def _resume(resume: dict[str, Any]) -> list[str]:
 
 
 def _resume_flood(flood: dict[str, Any]) -> list[str]:
-    rows = [
-        [
-            row["label"],
-            row["resumes"],
-            f"{row['before_mib']:.0f}",
-            f"{row['peak_mib']:.0f} (+{row['peak_mib'] - row['before_mib']:.0f})",
-            f"{row['after_mib']:.0f} (+{row['after_mib'] - row['before_mib']:.0f})",
-        ]
-        for row in flood["rows"]
-    ]
+    rows = []
+    for row in flood["rows"]:
+        after = row.get("after_seqs")
+        server = row.get("server", {})
+        closed = ", ".join(f"{count} x {why}" for why, count in row.get("server_closed", {}).items()) or "none"
+        unread = [value for value in row.get("unread_bytes", []) if value is not None]
+        states = Counter(row.get("tcp_states", []))
+        rows.append(
+            [
+                row["label"],
+                f"{row['resumes']} (after_seq {after[0]}-{after[1]})" if after else row["resumes"],
+                f"{row['before_mib']:.0f}",
+                f"{row['peak_mib']:.0f} (+{row['peak_mib'] - row['before_mib']:.0f})",
+                f"{row['after_mib']:.0f} (+{row['after_mib'] - row['before_mib']:.0f})",
+                f"{server.get('replays', float('nan')):.0f} / {server.get('replayed', float('nan')):,.0f}",
+                closed,
+                ", ".join(f"{count} {state}" for state, count in states.items()) or "-",
+                f"{min(unread) / 1024:.0f}-{max(unread) / 1024:.0f}" if unread else "-",
+                ", ".join(sorted({str(code) for code in row.get("close_codes", [])})) or "-",
+            ]
+        )
     return [
         "",
         f"## Resume flood: {flood['sockets']} sockets that stop reading, over an inbox of {flood['inbox']:,}",
         "",
-        table(["run", "resumes per socket", "web RSS before (MiB)", "peak", "10 s after the drop"], rows),
-        "\nThe first row is the baseline: the same sockets, opened and dropped without a frame.",
+        table(
+            [
+                "run",
+                "resumes per socket",
+                "web RSS before (MiB)",
+                "peak",
+                "10 s after the drop",
+                "replays / notifications replayed (server)",
+                "closed by the server (its log)",
+                "TCP state at the drop",
+                "unread at the drop (KiB per socket)",
+                "close code seen",
+            ],
+            rows,
+        ),
+        "\nThe first row is the baseline: the same sockets, opened and dropped without a frame. The sockets "
+        "read nothing: the server's side comes from its /metrics and log, the socket's from its TCP state and "
+        "kernel receive queue just before the drop (None: no close frame was read).",
     ]
 
 

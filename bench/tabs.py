@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import socket
+import struct
+import termios
 import time
 import urllib.request
 from collections import defaultdict
@@ -191,18 +195,32 @@ class LoadGenerator:
                     all_s = resumed_s = time.monotonic() - resumed_at
         return {"hello_s": hello_s, "all_s": all_s, "resumed_s": resumed_s, "received": len(seqs), "wanted": want}
 
-    async def flood(self, *, url: str, token: str, sockets: int, resumes: int, hold_s: float) -> dict[str, Any]:
-        """Open `sockets` that stop reading at once, send `resumes` each, hold, then drop them
-        without a close frame. Returns how many the server accepted."""
+    async def flood(
+        self, *, url: str, token: str, sockets: int, after_seqs: list[int], hold_s: float
+    ) -> dict[str, Any]:
+        """Open `sockets` that stop reading at once (a one-frame receive queue), send one `resume`
+        per `after_seqs` on each, hold, then drop them without a close frame.
+
+        They read nothing, so what the server answered is never parsed. What each socket shows
+        just before the drop, without reading: the close code the client saw (none once it has
+        stopped reading: a close frame would wait unread behind the replies), its TCP state
+        (CLOSE_WAIT: the server closed its side; CLOSE: it reset the connection) and the bytes
+        that reached it unread (the kernel's receive queue: a lower bound of what came back)."""
         headers = {"Authorization": f"Bearer {token}"}
         opened = [await websockets.connect(url, additional_headers=headers, max_queue=1) for _ in range(sockets)]
         for ws in opened:
-            for after_seq in range(resumes):
+            for after_seq in after_seqs:
                 await ws.send(json.dumps({"type": "resume", "after_seq": after_seq}))
         await asyncio.sleep(hold_s)
+        seen = [_unread_state(ws) for ws in opened]
         for ws in opened:
             ws.transport.abort()
-        return {"opened": len(opened)}
+        return {
+            "opened": len(opened),
+            "close_codes": [ws.close_code for ws in opened],
+            "tcp_states": [state for state, _ in seen],
+            "unread_bytes": [unread for _, unread in seen],
+        }
 
     async def close(self) -> None:
         async def close_one(tab: Tab) -> None:
@@ -210,6 +228,20 @@ class LoadGenerator:
                 await asyncio.wait_for(tab.ws.close(), 10)
 
         await asyncio.gather(*(close_one(tab) for tab in self.tabs))
+
+
+TCP_STATES = {1: "ESTABLISHED", 7: "CLOSE", 8: "CLOSE_WAIT"}  # linux/tcp_states.h
+
+
+def _unread_state(ws: Any) -> tuple[str, int | None]:
+    """A socket's TCP state and the bytes waiting unread in its kernel receive queue (Linux)."""
+    sock = ws.transport.get_extra_info("socket")
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        unread = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return "unknown", None
+    return TCP_STATES.get(state, str(state)), unread
 
 
 def _seqs_over_http(http_url: str, token: str, after_seq: int, last_seq: int) -> set[int]:
