@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test serve lint format soak clean
+.PHONY: run test serve lint format soak clean screenshots
 
 run: $(VENV)/.run-deps
 	$(PY) -m devtools.with_redis -- $(PY) -m devtools.run
@@ -18,8 +18,18 @@ serve: $(VENV)/.run-deps
 	$(PY) manage.py migrate --verbosity 0
 	$(PY) -m devtools.serve
 
-test: $(VENV)/.dev-deps
+test: $(VENV)/.dev-deps node_modules/axe-core/axe.min.js
 	$(PY) -m devtools.with_redis --db 9 --isolate -- $(PY) -m pytest $(PYTEST_ARGS)
+
+# The README's pictures of the demo page, taken in Chromium by a browser test.
+screenshots: $(VENV)/.dev-deps
+	SCREENSHOT_DIR=$(abspath docs/img) $(PY) -m devtools.with_redis --db 9 --isolate -- \
+		$(PY) -m pytest tests/browser/test_inbox.py -k screenshots -q
+
+# axe-core (npm) for the accessibility check of the demo page; without npm that test says so.
+node_modules/axe-core/axe.min.js: package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent && touch $@; \
+	else echo "npm is missing: tests/browser/test_accessibility.py cannot run"; fi
 
 # 10 users x 3 tabs on the make-serve topology under random faults, then the oracle (SOAK_ARGS="--minutes 10").
 soak: $(VENV)/.dev-deps
@@ -34,7 +44,7 @@ format: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) var db.sqlite3 .pytest_cache .ruff_cache
+	rm -rf $(VENV) var db.sqlite3 .pytest_cache .ruff_cache node_modules
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
