@@ -82,12 +82,24 @@ def deliver_events(*, token: str, budget_s: float = 5.0, wake: Callable[[int], N
             break
         if not claim.events:
             break
+        splits = _is_fanout(claim)
         delivered += _deliver_claim(claim, wake=wake)
+        if claim.drained and not splits:
+            # Events emitted meanwhile have hand-off tasks of their own, and the sweep
+            # catches any whose task was lost: another claim now would only find nothing,
+            # at the cost of a transaction (the idle case: one event per task). A split
+            # fan-out goes on: this task takes one of its parts.
+            break
     return delivered
 
 
+def _is_fanout(claim: Claim) -> bool:
+    """One event with more recipients than a part: it is split, not delivered."""
+    return len(claim.events) == 1 and len(claim.events[0].recipient_ids) > FANOUT_PART
+
+
 def _deliver_claim(claim: Claim, *, wake: Callable[[int], None] | None) -> int:
-    if len(claim.events) == 1 and len(claim.events[0].recipient_ids) > FANOUT_PART:
+    if _is_fanout(claim):
         event = claim.events[0]
         parts = event_split(event, parts=batched(event.recipient_ids, FANOUT_PART))
         logger.info("event %s split into %d parts of up to %d recipients", event.pk, len(parts), FANOUT_PART)

@@ -44,6 +44,8 @@ class Claim:
 
     token: str
     events: list[Event]
+    # Nothing else was due when it was claimed: claiming again at once would find nothing.
+    drained: bool = False
 
     @property
     def ids(self) -> list[int]:
@@ -161,7 +163,8 @@ def events_claim(*, token: str, max_events: int, max_recipients: int, lease_s: f
     for event in chosen:
         event.attempts += event.claimed_until is not None
         event.claimed_until, event.claimed_by = now + timedelta(seconds=lease_s), token
-    return Claim(token=token, events=chosen)
+    drained = len(candidates) < max_events and len(chosen) + len(dead) == len(candidates)
+    return Claim(token=token, events=chosen, drained=drained)
 
 
 def events_extend_lease(claim: Claim, *, lease_s: float) -> None:

@@ -127,6 +127,27 @@ def test_the_statements_of_a_batch_do_not_grow_with_its_size(make_user, rings) -
     assert many == one + math.ceil(200 / per_insert) - 1
 
 
+def claims_in(queries: CaptureQueriesContext) -> int:
+    return sum('FROM "events_event"' in q["sql"] and "ORDER BY" in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_claim_that_took_everything_due_is_not_followed_by_an_empty_one(alice, rings) -> None:
+    notice(alice)
+    with CaptureQueriesContext(connection) as queries:
+        assert deliver() == 1
+    assert claims_in(queries) == 1
+
+
+def test_a_full_claim_is_followed_by_another(alice, rings, monkeypatch) -> None:
+    monkeypatch.setattr(module, "BATCH_EVENTS_MAX", 2)
+    for number in range(5):
+        notice(alice, title=f"n{number}")
+    with CaptureQueriesContext(connection) as queries:
+        assert deliver() == 5
+    assert claims_in(queries) == 3  # 2 and 2, both full; then 1, with nothing left
+    assert seqs_of(alice) == [1, 2, 3, 4, 5]
+
+
 def test_delivered_events_are_not_delivered_again(alice, rings) -> None:
     notice(alice)
     deliver()
