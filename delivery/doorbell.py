@@ -28,6 +28,7 @@ from typing import Any
 import redis
 from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
+from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import transaction
 from django.dispatch import receiver
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 Ring = tuple[str, dict[str, Any]]  # (group, message)
 RING_TIMEOUT_S = 15.0
+# A counter of rings in the layer's Redis, which /metrics reads: every worker process adds
+# to the same one, so Prometheus needs no per-process endpoint in Celery's prefork pool.
+RUNG_COUNTER = "metrics:doorbells_rung"
 REDIS_OPTIONS = ("socket_timeout", "socket_connect_timeout", "socket_keepalive", "health_check_interval")
 
 
@@ -57,6 +61,7 @@ class PubSubPipeline:
         pipeline = self.client.pipeline(transaction=False)
         for group, message in rings:
             pipeline.publish(f"{self.prefix}__group__{group}", self.layer.serialize(message))
+        pipeline.incrby(rung_counter_key(self.prefix), len(rings))  # the same round trip
         pipeline.execute()
 
 
@@ -82,6 +87,24 @@ class LayerLoop:
         errors = [result for result in results if isinstance(result, BaseException)]
         if errors:
             raise errors[0]
+
+
+def rung_counter_key(prefix: str) -> str:
+    return f"{prefix}:{RUNG_COUNTER}"
+
+
+def doorbells_rung(timeout_s: float = 1.0) -> int | None:
+    """How many rings every process has sent through the pub/sub layer's pipeline (None with
+    another layer, which does not count them). Raises RedisError if Redis does not answer."""
+    config = settings.CHANNEL_LAYERS.get("default", {})
+    hosts = config.get("CONFIG", {}).get("hosts") or []
+    if config.get("BACKEND", "").rsplit(".", 1)[-1] != RedisPubSubChannelLayer.__name__ or len(hosts) != 1:
+        return None
+    client = redis.Redis.from_url(hosts[0]["address"], socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        return int(client.get(rung_counter_key(config["CONFIG"].get("prefix", "asgi"))) or 0)
+    finally:
+        client.close()
 
 
 def publisher_for_layer() -> Callable[[Sequence[Ring]], None]:

@@ -4,15 +4,18 @@ Process-local: open sockets, doorbells, frames and replay sizes (delivery/metric
 the Python process collectors. From the database, read at scrape time and so the same in
 every web process: events pending (by age), in flight, deferred and dead, the oldest pending
 event's age, notifications stored (the sum of every inbox's last seq: a true counter,
-since seqs are never reused), and how long ago the outbox sweep ran. Open to loopback
+since seqs are never reused), and how long ago the outbox sweep ran. From Redis, the same in
+every web process too: the doorbells every worker has rung (with the pub/sub layer). Open to loopback
 clients only, unless METRICS_TOKEN is set: then to `Authorization: Bearer <METRICS_TOKEN>`.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Iterator
 
+import redis
 from django.conf import settings
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse
@@ -21,11 +24,15 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from delivery.doorbell import doorbells_rung
 from delivery.models import Inbox
 from events.outbox import relay_last_beat
 from events.selectors import outbox_state
 
 LOOPBACK = {"127.0.0.1", "::1"}
+REDIS_TIMEOUT_S = 1.0
+
+logger = logging.getLogger(__name__)
 
 
 class DatabaseCollector(Collector):
@@ -56,8 +63,24 @@ class DatabaseCollector(Collector):
         yield GaugeMetricFamily("notify_outbox_sweep_age_seconds", "Seconds since the outbox sweep last ran", value=age)
 
 
+class SharedCountersCollector(Collector):
+    """Counters the workers keep in Redis; none while Redis does not answer."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            rung = doorbells_rung(timeout_s=REDIS_TIMEOUT_S)
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("/metrics could not read the counters in Redis: %r", exc)
+            return
+        if rung is not None:
+            yield CounterMetricFamily(
+                "notify_doorbells_rung", "Doorbells rung by every worker (one per user per batch)", value=rung
+            )
+
+
 _database = CollectorRegistry(auto_describe=False)
 _database.register(DatabaseCollector())
+_database.register(SharedCountersCollector())
 
 
 def allowed(request: HttpRequest) -> bool:

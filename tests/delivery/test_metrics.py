@@ -11,6 +11,8 @@ import pytest
 from django.utils import timezone
 
 from delivery.credentials import token_issue
+from delivery.deliver_events import deliver_events
+from events import emit
 from events.models import Event
 from events.outbox import relay_heartbeat
 from tests.delivery.test_consumer import Socket, bearer, run
@@ -82,3 +84,15 @@ def test_every_metric_the_sample_dashboard_plots_is_exported(client, alice) -> N
 
     assert plotted, "the dashboard plots nothing"
     assert plotted <= exported, plotted - exported
+
+
+def test_doorbells_rung_by_workers_are_counted_in_redis_one_per_user_per_batch(client, alice, bob) -> None:
+    before = value(scrape(client), "notify_doorbells_rung_total")
+    for title in ("one", "two"):
+        emit("notice", recipients=[alice, bob], data={"title": title})
+    emit("notice", recipients=[alice], data={"title": "three"})
+
+    assert deliver_events(token="metrics-test") == 3
+
+    # One batch: alice's three notifications are one ring, bob's two another.
+    assert value(scrape(client), "notify_doorbells_rung_total") == before + 2
