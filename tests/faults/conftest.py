@@ -13,16 +13,26 @@ from tests.servers import postgres_bin, rabbitmqctl
 
 MakeStack = Callable[..., FaultStack]
 
+# The scenarios where the broker matters run on both: Redis (the default) and RabbitMQ (the
+# production recommendation, docs/DESIGN.md), each on a vhost of its own.
+BROKERS = pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+
 
 @pytest.fixture
 def make_fault_stack(tmp_path: Path) -> Iterator[MakeStack]:
-    """make_fault_stack(postgres=False, **env) -> a migrated FaultStack with users
-    alice, bob and the staff user ops, and its own Redis; nothing started yet."""
+    """make_fault_stack(postgres=False, broker="redis", **env) -> a migrated FaultStack with
+    users alice, bob and the staff user ops, and its own Redis; nothing started yet."""
     stacks: list[FaultStack] = []
 
     def make(
-        *, postgres: bool = False, rabbitmq: bool = False, users: tuple[str, ...] = ("alice", "bob"), **overrides: str
+        *,
+        postgres: bool = False,
+        rabbitmq: bool = False,
+        broker: str = "redis",
+        users: tuple[str, ...] = ("alice", "bob"),
+        **overrides: str,
     ) -> FaultStack:
+        rabbitmq = rabbitmq or broker == "rabbitmq"
         if postgres and postgres_bin() is None:
             pytest.skip("PostgreSQL server binaries are not installed")
         if rabbitmq and rabbitmqctl() is None:

@@ -81,6 +81,17 @@ class FaultStack(LiveStack):
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return json.loads(response.read())
 
+    def metrics_status(self, *, forwarded_for: str) -> int:
+        """The status of GET /metrics (loopback clients only) with this X-Forwarded-For."""
+        request = urllib.request.Request(  # noqa: S310 (our own test server)
+            f"{self.http_url}/metrics", headers={"X-Forwarded-For": forwarded_for}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
     def stop_all(self) -> None:
         super().stop_all()
         if self.redis is not None:

@@ -1,11 +1,13 @@
 """`make soak`: ten users with three tabs each, events for MINUTES minutes on the production
 topology (`make serve`: nginx, two web processes, two workers, beat, under supervisord), and
 every so often a random fault: a worker killed or frozen, one of its pool children killed, a
-web process killed, beat killed, Redis (channel layer and broker) restarted empty, PostgreSQL
-stopped for a while. Nothing is restarted here: the shipped supervision does that. At the
-end: the oracle for every tab, and whether the processes' memory stayed flat.
+web process killed, beat killed, Redis (channel layer, and broker unless RabbitMQ is)
+restarted empty, PostgreSQL stopped for a while, and with `--broker rabbitmq` every broker
+connection dropped (what clients see of a broker restart). Nothing is restarted here: the
+shipped supervision does that. At the end: the oracle for every tab, and whether the
+processes' memory stayed flat.
 
-    python -m tests.faults.soak [--minutes 10] [--seed N] [--rate 5]
+    python -m tests.faults.soak [--minutes 10] [--seed N] [--rate 5] [--broker redis|rabbitmq]
 
 Exit status 0 only if the promise held. Not part of `make test` (it runs for minutes).
 """
@@ -89,6 +91,9 @@ async def inject(stack: FaultStack, rpc: Any, fault: str, rng: random.Random) ->
         stack.redis.shutdown_nosave()
         await asyncio.sleep(2)
         stack.redis.start()
+    elif fault == "broker connections dropped":
+        assert stack.rabbitmq is not None
+        stack.rabbitmq.close_connections()
     elif fault == "database down":
         assert stack.postgres is not None
         stack.postgres.kill()
@@ -107,6 +112,8 @@ async def soak(stack: FaultStack, rpc: Any, *, minutes: float, rate: float, rng:
     ]
     if stack.postgres is not None:
         faults.append("database down")
+    if stack.rabbitmq is not None:
+        faults.append("broker connections dropped")
     tabs = open_tabs(stack, USERS, per_user=3)
     await wait_until(lambda: all(tab.resumes for tab in tabs), timeout=60)
     accepted: Counter[str] = Counter()
@@ -168,11 +175,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--rate", type=float, default=5, help="events per second")
+    parser.add_argument("--broker", choices=["redis", "rabbitmq"], default="redis")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     log(f"seed {seed} (rerun with --seed {seed})")
     workdir = Path(tempfile.mkdtemp(prefix="notify-soak-"))
-    stack = build_fault_stack(workdir, postgres=postgres_bin() is not None, users=USERS)
+    stack = build_fault_stack(
+        workdir, postgres=postgres_bin() is not None, rabbitmq=args.broker == "rabbitmq", users=USERS
+    )
     try:
         _supervisord, rpc = start_served(
             stack, workdir / "run", WEB_PROCESSES="2", WORKER_PROCESSES="2", WORKER_LIVENESS_TIMEOUT_S="30"
@@ -182,6 +192,8 @@ def main(argv: list[str]) -> int:
         stack.stop_all()
         if stack.postgres is not None:
             shutil.rmtree(stack.postgres.workdir, ignore_errors=True)
+        if stack.rabbitmq is not None:
+            stack.rabbitmq.delete()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.faults.conftest import MakeStack
+from tests.faults.conftest import BROKERS, MakeStack
 from tests.faults.harness import FaultStack, ResumingTab, assert_each_seq_once, open_tabs, oracle_problems, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
@@ -65,9 +65,12 @@ def backlog_with_a_kill(stack: FaultStack, *, kill: str) -> tuple[list[ResumingT
     return asyncio.run(scenario())
 
 
+@BROKERS
 @pytest.mark.parametrize("kill", ["pool child", "whole worker"])
-def test_a_batch_killed_under_a_backlog_arrives_within_30_s(make_fault_stack: MakeStack, kill: str) -> None:
-    stack = make_fault_stack(postgres=True)  # SKIP LOCKED claims, as in production
+def test_a_batch_killed_under_a_backlog_arrives_within_30_s(
+    make_fault_stack: MakeStack, kill: str, broker: str
+) -> None:
+    stack = make_fault_stack(postgres=True, broker=broker)  # SKIP LOCKED claims, as in production
     stack.start_web()
     stack.start_beat()
 

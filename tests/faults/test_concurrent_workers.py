@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.faults.conftest import MakeStack
+from tests.faults.conftest import BROKERS, MakeStack
 from tests.faults.harness import open_tabs, oracle_problems, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
@@ -15,8 +15,9 @@ pytestmark = [pytest.mark.live, pytest.mark.faults]
 EVENTS = 120
 
 
-def test_concurrent_workers_give_every_tab_seq_1_to_n_in_order_once(make_fault_stack: MakeStack) -> None:
-    stack = make_fault_stack()
+@BROKERS
+def test_concurrent_workers_give_every_tab_seq_1_to_n_in_order_once(make_fault_stack: MakeStack, broker: str) -> None:
+    stack = make_fault_stack(broker=broker)
     stack.start_web()
     stack.start_worker("worker1", concurrency=3)
     stack.start_worker("worker2", concurrency=3)

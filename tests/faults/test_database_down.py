@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.faults.conftest import MakeStack
+from tests.faults.conftest import BROKERS, MakeStack
 from tests.faults.harness import FaultStack, ResumingTab, assert_each_seq_once, open_tabs, oracle_problems, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
@@ -125,8 +125,9 @@ def stream_through_a_database_outage(
     return asyncio.run(scenario())
 
 
-def test_a_database_outage_loses_and_doubles_no_accepted_event(make_fault_stack: MakeStack) -> None:
-    stack = make_fault_stack(postgres=True)
+@BROKERS
+def test_a_database_outage_loses_and_doubles_no_accepted_event(make_fault_stack: MakeStack, broker: str) -> None:
+    stack = make_fault_stack(postgres=True, broker=broker)
     web = stack.start_web()
     worker = stack.start_worker()
     stack.start_beat()

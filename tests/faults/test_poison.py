@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.faults.conftest import MakeStack
+from tests.faults.conftest import BROKERS, MakeStack
 from tests.faults.harness import FaultStack, open_tabs, oracle_problems, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
@@ -25,9 +25,12 @@ def event_states(stack: FaultStack) -> dict[str, dict[str, object]]:
     return json.loads(stack.manage("shell", "-c", script).splitlines()[-1])
 
 
+@BROKERS
 @pytest.mark.parametrize("poison", ["test.poison", "test.crash"])
-def test_a_poison_event_is_dead_lettered_and_the_queue_keeps_moving(make_fault_stack: MakeStack, poison: str) -> None:
-    stack = make_fault_stack(EVENTS_MAX_ATTEMPTS="3")
+def test_a_poison_event_is_dead_lettered_and_the_queue_keeps_moving(
+    make_fault_stack: MakeStack, poison: str, broker: str
+) -> None:
+    stack = make_fault_stack(EVENTS_MAX_ATTEMPTS="3", broker=broker)
     stack.start_web()
     stack.start_worker(concurrency=1)  # one process: a stuck poison event would block the rest
     stack.start_beat()

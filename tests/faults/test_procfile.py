@@ -45,17 +45,6 @@ def healthz(stack: FaultStack) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def metrics_status(stack: FaultStack, *, forwarded_for: str) -> int:
-    request = urllib.request.Request(  # noqa: S310 (our own test server)
-        f"{stack.http_url}/metrics", headers={"X-Forwarded-For": forwarded_for}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def start_as_the_procfile_says(stack: FaultStack, clone: Path) -> dict[str, ManagedProcess]:
     stack.port = free_port()
     env = dict(stack.env, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HOST="127.0.0.1", PORT=str(stack.port))
@@ -110,7 +99,7 @@ def test_the_procfile_stack_runs_from_a_fresh_clone_and_recovers_on_its_own(
 
     # The Procfile's daphne faces clients itself, so it trusts no X-Forwarded-For: a client
     # cannot pass for a loopback one, nor for another (/metrics answers loopback clients only).
-    assert metrics_status(stack, forwarded_for="203.0.113.9") == 200
+    assert stack.metrics_status(forwarded_for="203.0.113.9") == 200
 
     # Row 22: with beat gone, /healthz names the stale relay within three intervals (and a bit).
     started["beat"].kill()

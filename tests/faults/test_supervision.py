@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import MakeStack
+from tests.faults.conftest import BROKERS, MakeStack
 from tests.faults.harness import FaultStack, assert_each_seq_once, open_tabs, oracle_problems, wait_until
 from tests.faults.serving import start_served_small
 from tests.live import ROOT
@@ -43,10 +43,11 @@ def worker_alive(stack: FaultStack) -> subprocess.CompletedProcess[str]:
     )
 
 
+@BROKERS
 def test_a_frozen_worker_is_restarted_by_the_shipped_supervision_and_delivers(
-    make_fault_stack: MakeStack, tmp_path: Path
+    make_fault_stack: MakeStack, tmp_path: Path, broker: str
 ) -> None:
-    stack = make_fault_stack()
+    stack = make_fault_stack(broker=broker)
     supervisord, rpc = start_served_small(stack, tmp_path / "run", liveness_timeout_s=LIVENESS_TIMEOUT_S)
 
     async def scenario() -> list:

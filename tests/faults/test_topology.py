@@ -21,7 +21,6 @@ import websockets
 from tests.faults.conftest import MakeStack
 from tests.faults.harness import assert_each_seq_once, open_tabs, oracle_problems, wait_until
 from tests.faults.serving import start_served
-from tests.faults.test_procfile import metrics_status
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
 
@@ -88,7 +87,7 @@ def test_through_nginx_a_page_of_our_origin_may_open_a_socket_and_another_port_m
             return json.loads(await socket.recv())["type"]
 
     # nginx writes X-Forwarded-For itself: a client's own is not what Django sees.
-    assert metrics_status(stack, forwarded_for="203.0.113.9") == 200
+    assert stack.metrics_status(forwarded_for="203.0.113.9") == 200
     assert asyncio.run(hello(stack.http_url)) == "hello"
     for foreign in ("http://127.0.0.1:1", f"https://127.0.0.1:{stack.port}"):
         with pytest.raises(websockets.InvalidStatus) as refused:
