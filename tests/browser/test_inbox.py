@@ -273,3 +273,40 @@ def test_screenshots_of_the_inbox(live_stack: LiveStack, transactional_db: None,
             page.screenshot(path=str(path), animations="disabled")
             assert path.stat().st_size > 10_000
             context.close()
+
+
+def test_the_client_module_works_on_its_own_with_its_documented_events(
+    live_stack: LiveStack, transactional_db: None
+) -> None:
+    create_users("alice")
+    alice = get_user_model().objects.get(username="alice")
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        errors = watch_errors(page)
+        log_in(page, live_stack.http_url, "alice")
+        expect(items(page, "New sign-in")).to_have_count(1)  # delivered before the second client starts
+        # A second client in the page, as another app would use it: import, listen, start.
+        page.evaluate(
+            """async () => {
+                const { NotificationClient } = await import("/static/delivery/notifications.js");
+                const seen = window.__seen = {status: [], notification: [], read: [], reload: []};
+                const client = window.__client = new NotificationClient({ apiBase: "/api/" });
+                for (const type of Object.keys(seen)) {
+                    client.addEventListener(type, (event) => seen[type].push(event.detail));
+                }
+                client.start();
+            }"""
+        )
+        page.wait_for_function("() => window.__seen.status.some(detail => detail.status === 'live')")
+        in_a_thread(lambda: emit("notice", recipients=[alice], data={"title": "to any page"}))
+        page.wait_for_function("() => window.__seen.notification.length === 1")
+        detail = page.evaluate("() => window.__seen.notification[0]")
+        assert detail["notification"]["title"] == "to any page"
+        assert (detail["unread"], detail["replay"]) == (1, False)
+        assert page.evaluate("() => window.__seen.reload.map(detail => detail.reason)") == ["initial"]
+
+        page.evaluate("() => window.__client.markRead([window.__seen.notification[0].notification.id])")
+        page.wait_for_function("() => window.__seen.read.length === 1")
+        assert page.evaluate("() => window.__seen.read[0].unread") == 0
+        expect(page.get_by_test_id("unread-count")).to_have_text("0")  # the demo's own client heard it too
+        assert errors == []
