@@ -1,11 +1,11 @@
 """`make soak`: ten users with three tabs each, events for MINUTES minutes on the production
 topology (`make serve`: nginx, two web processes, two workers, beat, under supervisord), and
-every so often a random fault: a worker killed or frozen, one of its pool children killed, a
-web process killed, beat killed, Redis (channel layer, and broker unless RabbitMQ is)
-restarted empty, PostgreSQL stopped for a while, and with `--broker rabbitmq` every broker
-connection dropped (what clients see of a broker restart). Nothing is restarted here: the
-shipped supervision does that. At the end: the oracle for every tab, and whether the
-processes' memory stayed flat.
+every so often a fault, each kind once in a random order, then again: a worker killed or
+frozen, one of its pool children killed, a web process killed, beat killed, Redis (channel
+layer, and broker unless RabbitMQ is) restarted empty, PostgreSQL stopped for a while, and
+with `--broker rabbitmq` every broker connection dropped (what clients see of a broker
+restart). Nothing is restarted here: the shipped supervision does that. At the end: the
+oracle for every tab, and whether the processes' memory stayed flat.
 
     python -m tests.faults.soak [--minutes 10] [--seed N] [--rate 5] [--broker redis|rabbitmq]
 
@@ -123,6 +123,7 @@ async def soak(stack: FaultStack, rpc: Any, *, minutes: float, rate: float, rng:
     next_fault = time.monotonic() + rng.uniform(*FAULT_EVERY_S)
     next_sample = time.monotonic() + 60
     injected: Counter[str] = Counter()
+    deck: list[str] = []
     fault_task: asyncio.Task[None] | None = None
     while time.monotonic() < deadline:
         user = rng.choice(USERS)
@@ -133,7 +134,9 @@ async def soak(stack: FaultStack, rpc: Any, *, minutes: float, rate: float, rng:
             refused += 1  # the web process or the database is down: not emitted, not owed
         if time.monotonic() > next_fault and (fault_task is None or fault_task.done()):
             # Concurrent with the emitting: requests arrive while the fault lasts.
-            fault = rng.choice(faults)
+            if not deck:  # every kind of fault once, in a random order, then again
+                deck = rng.sample(faults, len(faults))
+            fault = deck.pop()
             injected[fault] += 1
             fault_task = asyncio.create_task(inject(stack, rpc, fault, rng))
             next_fault = time.monotonic() + rng.uniform(*FAULT_EVERY_S)
