@@ -1,9 +1,9 @@
 """Issue 8: RabbitMQ as the broker (quorum queues, publisher confirms, acks late).
 
-Each test has a vhost of its own on the machine's RabbitMQ. A worker SIGKILLed mid-stream
-loses nothing, and when the broker drops every connection
-(what its clients see of a restart) the worker reconnects on its own and every event
-emitted around it arrives: no supervisor steps in here, the worker must not need one.
+The test has a vhost of its own on the machine's RabbitMQ. When the broker drops every
+connection (what its clients see of a restart) the worker reconnects on its own and every
+event emitted around it arrives: no supervisor steps in here, the worker must not need one.
+The other scenarios where the broker matters run on both brokers (BROKERS in conftest.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import pytest
 
 from tests.faults.conftest import MakeStack
 from tests.faults.harness import assert_each_seq_once, open_tabs, oracle_problems, wait_until
-from tests.faults.test_worker_crash import EVENTS, stream_with_a_worker_kill
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
 
@@ -23,20 +22,6 @@ USERS = ("alice", "bob")
 BEFORE = 10
 AFTER = 20
 ARRIVE_WITHIN_S = 30.0
-
-
-def test_a_worker_killed_mid_stream_loses_nothing_with_rabbitmq(make_fault_stack: MakeStack) -> None:
-    stack = make_fault_stack(rabbitmq=True)
-    stack.start_web()
-    stack.start_worker()
-    stack.start_beat()
-
-    tabs = stream_with_a_worker_kill(stack, kill="whole worker", settle_s=ARRIVE_WITHIN_S)
-
-    assert oracle_problems(stack, tabs, expected=EVENTS) == [], stack.logs()
-    assert stack.rabbitmq is not None
-    queues = stack.rabbitmq.queue_types()
-    assert (queues["faults"], queues["faults.sweep"]) == ("quorum", "quorum"), queues
 
 
 def test_the_worker_rides_out_rabbitmq_dropping_every_connection(make_fault_stack: MakeStack) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.faults.conftest import MakeStack
+from tests.faults.conftest import BROKERS, MakeStack
 from tests.faults.harness import FaultStack, ResumingTab, open_tabs, oracle_problems, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.faults]
@@ -43,16 +43,22 @@ def stream_with_a_worker_kill(stack: FaultStack, *, kill: str, settle_s: float) 
     return asyncio.run(scenario())
 
 
+@BROKERS
 @pytest.mark.parametrize("kill", ["whole worker", "pool child"])
-def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(make_fault_stack: MakeStack, kill: str) -> None:
-    stack = make_fault_stack()
+def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(
+    make_fault_stack: MakeStack, kill: str, broker: str
+) -> None:
+    stack = make_fault_stack(broker=broker)
     stack.start_web()
     stack.start_worker()
     stack.start_beat()
 
     tabs = stream_with_a_worker_kill(stack, kill=kill, settle_s=30)
 
-    assert oracle_problems(stack, tabs, expected=EVENTS) == []
+    assert oracle_problems(stack, tabs, expected=EVENTS) == [], stack.logs()
+    if stack.rabbitmq is not None:  # the queues are the kind Celery recommends for RabbitMQ
+        queues = stack.rabbitmq.queue_types()
+        assert (queues["faults"], queues["faults.sweep"]) == ("quorum", "quorum"), queues
 
 
 def test_without_the_outbox_sweep_a_killed_worker_loses_events(make_fault_stack: MakeStack) -> None:
