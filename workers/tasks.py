@@ -18,7 +18,7 @@ from django.utils import timezone
 from delivery.credentials import tickets_purge_expired
 from delivery.deliver_events import deliver_events
 from delivery.services import notifications_prune
-from events.handoff import DELIVER_EVENTS_TASK, hand_off
+from events.handoff import DELIVER_EVENTS_TASK, delivery_started, send_delivery_task
 from events.outbox import events_prune, events_release_crashed, relay_heartbeat
 from workers.liveness import WORKER_PING_TASK, Pinger, liveness_touch
 
@@ -31,13 +31,14 @@ SWEEP_BUDGET_S = 20.0
 def wake_workers(count: int) -> None:
     """Publish `count` more deliver_events tasks, so idle worker processes help."""
     for _ in range(count):
-        hand_off.publish([])
+        send_delivery_task([])
 
 
 @shared_task(name=DELIVER_EVENTS_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=False)
 def deliver_events_task(event_ids: list[int] | None = None) -> int:
     """Deliver due events, oldest first: those handed off (`event_ids`, for the log) and
     whatever else is due by then."""
+    delivery_started()
     return deliver_events(token=deliver_events_task.request.id or "eager", wake=wake_workers)
 
 

@@ -206,3 +206,84 @@ def test_at_exit_a_hung_broker_delays_the_exit_by_at_most_the_exit_flush_time(mo
         publisher.gate.set()
 
     assert 0.25 < elapsed < 2.0
+
+
+class SentTasks:
+    """Stands in for the broker's send: records each deliver_events task's event ids."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.sent: list[list[int]] = []
+        self.fail = fail
+
+    def __call__(self, event_ids: list[int]) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append(list(event_ids))
+
+
+@pytest.fixture
+def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
+    sent = SentTasks()
+    monkeypatch.setattr(handoff, "send_delivery_task", sent)
+    handoff.delivery_started()  # nothing queued from an earlier test
+    return sent
+
+
+def test_while_a_delivery_task_waits_in_the_queue_no_other_is_published(sent_tasks: SentTasks) -> None:
+    for event_id in range(1, 51):
+        handoff.publish_delivery([event_id])
+
+    assert sent_tasks.sent == [[1]]  # the queued task claims events 2-50 when it starts
+
+
+def test_a_task_that_started_lets_the_next_events_publish_a_task_of_their_own(sent_tasks: SentTasks) -> None:
+    handoff.publish_delivery([1])
+    handoff.publish_delivery([2])
+    handoff.delivery_started()  # the worker took task [1]; its claim will not see later commits
+    handoff.publish_delivery([3])
+    handoff.publish_delivery([4])
+
+    assert sent_tasks.sent == [[1], [3]]
+
+
+def test_a_lost_task_holds_publishing_back_only_until_the_mark_expires(
+    sent_tasks: SentTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handoff, "DELIVERY_QUEUED_S", 1)
+    handoff.publish_delivery([1])  # published, then lost: it never starts
+    handoff.publish_delivery([2])
+    time.sleep(1.5)
+    handoff.publish_delivery([3])
+
+    assert sent_tasks.sent == [[1], [3]]
+
+
+def test_a_publish_that_fails_clears_the_mark_so_the_next_event_tries_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = SentTasks(fail=True)
+    monkeypatch.setattr(handoff, "send_delivery_task", broken)
+    handoff.delivery_started()
+    with pytest.raises(ConnectionError):
+        handoff.publish_delivery([1])
+
+    working = SentTasks()
+    monkeypatch.setattr(handoff, "send_delivery_task", working)
+    handoff.publish_delivery([2])
+
+    assert working.sent == [[2]]
+
+
+def test_without_the_cache_every_hand_off_is_published(sent_tasks: SentTasks, settings, caplog) -> None:
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    with caplog.at_level(logging.WARNING, logger="events.handoff"):
+        handoff.publish_delivery([1])
+        handoff.publish_delivery([2])
+        handoff.delivery_started()
+
+    assert sent_tasks.sent == [[1], [2]]
+    assert "could not read the queued-delivery mark" in caplog.text
