@@ -108,10 +108,10 @@ def _deliver_claim(claim: Claim, *, wake: Callable[[int], None] | None) -> int:
         return 0
     try:
         try:
-            stored = _store(claim)
+            stored = _store(claim, first_try=claim.fresh)
         except IntegrityError:
             # A worker whose lease ran out stored some of these meanwhile: again, skipping them.
-            stored = _store(claim)
+            stored = _store(claim, first_try=False)
     except TRANSIENT_ERRORS as exc:
         _defer(claim, exc)
         return 0
@@ -125,11 +125,11 @@ def _deliver_claim(claim: Claim, *, wake: Callable[[int], None] | None) -> int:
     return len(claim.events)
 
 
-def _store(claim: Claim) -> list[Stored]:
+def _store(claim: Claim, *, first_try: bool) -> list[Stored]:
     items = _rendered(claim.events)
     _wait_for_earlier_events(claim, {user_id for _, user_id, _ in items})
     with transaction.atomic():
-        stored = notifications_store(items=items)
+        stored = notifications_store(items=items, first_try=first_try)
         events_mark_delivered(claim.ids)
     return stored
 

@@ -34,17 +34,20 @@ class ReadChange:
     unread: int
 
 
-def notifications_store(*, items: Sequence[tuple[Event, int, Rendered]]) -> list[Stored]:
+def notifications_store(*, items: Sequence[tuple[Event, int, Rendered]], first_try: bool = False) -> list[Stored]:
     """Store a notification for each (event, user id, rendered) and number each user's new
     ones with the next seqs, in the order given. Call inside the transaction that also
-    marks the events delivered. Pairs that are stored already are left as they are.
+    marks the events delivered. Pairs that are stored already are left as they are; with
+    `first_try` (no event was ever claimed before) none can be, and nothing is looked up.
 
     The numbers come from one upsert of the users' inbox rows, which locks them in user-id
     order (two batches that share users cannot deadlock) until commit (so seq N+1 never
     commits before seq N); then one bulk INSERT of the notifications.
     """
-    event_ids = sorted({event.pk for event, _, _ in items})
-    done = set(Notification.objects.filter(event_id__in=event_ids).values_list("event_id", "user_id"))
+    done: set[tuple[int, int]] = set()
+    if not first_try:
+        event_ids = sorted({event.pk for event, _, _ in items})
+        done = set(Notification.objects.filter(event_id__in=event_ids).values_list("event_id", "user_id"))
     new = [(event, user_id, shown) for event, user_id, shown in items if (event.pk, user_id) not in done]
     if not new:
         return []

@@ -19,11 +19,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import Case, F, IntegerField, Q, Value, When
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.constants import OnConflict
-from django.db.models.functions import Coalesce
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
@@ -46,6 +47,8 @@ class Claim:
     events: list[Event]
     # Nothing else was due when it was claimed: claiming again at once would find nothing.
     drained: bool = False
+    # No event of it was claimed before: none can have a notification stored yet.
+    fresh: bool = False
 
     @property
     def ids(self) -> list[int]:
@@ -87,14 +90,6 @@ def event_insert(event: Event) -> tuple[Event, bool]:
 # --- claim, lease, release ------------------------------------------------------------------
 
 
-def _due(now: datetime) -> Q:
-    return (
-        Q(status=Event.Status.PENDING)
-        & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-    )
-
-
 def suspects_max(*, max_events: int, attempts: int, max_attempts: int) -> int:
     """How many suspects may share a claim after `attempts` claims that ended without an
     answer: an eighth as many each time, so a batch whose worker died is bisected, and an
@@ -116,55 +111,56 @@ def events_claim(*, token: str, max_events: int, max_recipients: int, lease_s: f
     with more than `max_recipients` recipients is claimed alone (it is split).
     """
     now = timezone.now()
-    with transaction.atomic():
-        connection = connections[router.db_for_write(Event)]
-        if connection.vendor == "postgresql":
-            # One claim at a time, so each claim sees every earlier one's leases: what lets
-            # a later batch wait for an earlier one of the same users (events_earlier_in_flight).
-            # SQLite's single writer serialises claims already.
-            with connection.cursor() as cursor:
+    connection = connections[router.db_for_write(Event)]
+    sql = _statements(connection)
+    when = connection.ops.adapt_datetimefield_value
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # One claim at a time, so each claim sees every earlier one's leases: what lets
+                # a later batch wait for an earlier one of the same users (events_earlier_in_flight).
+                # SQLite's single writer serialises claims already.
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_ID])
-        candidates = list(
-            Event.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(_due(now))
-            .annotate(order_key=Coalesce("parent_id", "id"))
-            .order_by("order_key", "id")[:max_events]
-        )
-        chosen: list[Event] = []
-        dead: list[Event] = []
-        recipients = 0
-        limit = max_events
-        for event in candidates:
-            suspect = event.claimed_until is not None
-            if suspect and event.attempts + 1 >= max_attempts:
-                dead.append(event)
-                continue
-            big = len(event.recipient_ids) > max_recipients
-            if chosen:
-                leader = chosen[0]
-                mixed = suspect != (leader.claimed_until is not None) or (suspect and event.attempts != leader.attempts)
-                if big or mixed or recipients + len(event.recipient_ids) > max_recipients:
-                    break
-            elif suspect:
-                limit = suspects_max(max_events=max_events, attempts=event.attempts + 1, max_attempts=max_attempts)
-            chosen.append(event)
-            recipients += len(event.recipient_ids)
-            if big or len(chosen) >= limit:
-                break
-        if chosen:
-            Event.objects.filter(pk__in=[event.pk for event in chosen]).update(
-                claimed_until=now + timedelta(seconds=lease_s),
-                claimed_by=token,
-                attempts=F("attempts")
-                + Case(When(claimed_until__isnull=False, then=Value(1)), default=Value(0), output_field=IntegerField()),
+            candidates = list(
+                Event.objects.db_manager(connection.alias).raw(
+                    sql["claim"], [Event.Status.PENDING, when(now), when(now), max_events]
+                )
             )
+            chosen: list[Event] = []
+            dead: list[Event] = []
+            recipients = 0
+            limit = max_events
+            for event in candidates:
+                suspect = event.claimed_until is not None
+                if suspect and event.attempts + 1 >= max_attempts:
+                    dead.append(event)
+                    continue
+                big = len(event.recipient_ids) > max_recipients
+                if chosen:
+                    leader = chosen[0]
+                    mixed = suspect != (leader.claimed_until is not None) or (
+                        suspect and event.attempts != leader.attempts
+                    )
+                    if big or mixed or recipients + len(event.recipient_ids) > max_recipients:
+                        break
+                elif suspect:
+                    limit = suspects_max(max_events=max_events, attempts=event.attempts + 1, max_attempts=max_attempts)
+                chosen.append(event)
+                recipients += len(event.recipient_ids)
+                if big or len(chosen) >= limit:
+                    break
+            lease = now + timedelta(seconds=lease_s)
+            if chosen:
+                ids = [event.pk for event in chosen]
+                cursor.execute(_in_list(sql["lease"], len(ids)), [when(lease), token, *ids])
         for event in dead:
             _dead_letter(event.pk, f"gave up after {event.attempts + 1} attempts that ended without an answer")
+    fresh = all(event.claimed_until is None for event in chosen)
     for event in chosen:
         event.attempts += event.claimed_until is not None
-        event.claimed_until, event.claimed_by = now + timedelta(seconds=lease_s), token
+        event.claimed_until, event.claimed_by = lease, token
     drained = len(candidates) < max_events and len(chosen) + len(dead) == len(candidates)
-    return Claim(token=token, events=chosen, drained=drained)
+    return Claim(token=token, events=chosen, drained=drained, fresh=fresh)
 
 
 def events_extend_lease(claim: Claim, *, lease_s: float) -> None:
@@ -196,13 +192,13 @@ def events_defer(claim: Claim, *, delay_s: float, error: str) -> int:
 def events_earlier_in_flight(claim: Claim) -> list[tuple[int, list[int]]]:
     """Pending events before this claim in emit order that another worker holds on a live
     lease, with their recipients: for users they share, they must be numbered first."""
-    rows = (
-        Event.objects.annotate(order_key=Coalesce("parent_id", "id"))
-        .filter(status=Event.Status.PENDING, order_key__lt=claim.order_key, claimed_until__gte=timezone.now())
-        .exclude(claimed_by=claim.token)
-        .values_list("pk", "recipient_ids")
-    )
-    return list(rows)
+    connection = connections[router.db_for_read(Event)]
+    recipients = Event._meta.get_field("recipient_ids")
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_statements(connection)["earlier"], [Event.Status.PENDING, claim.order_key, now, claim.token])
+        rows = cursor.fetchall()
+    return [(pk, recipients.from_db_value(value, None, connection)) for pk, value in rows]
 
 
 # --- ends -----------------------------------------------------------------------------------
@@ -210,13 +206,16 @@ def events_earlier_in_flight(claim: Claim) -> list[tuple[int, list[int]]]:
 
 def events_mark_delivered(event_ids: Sequence[int]) -> int:
     """Call inside the transaction that stored the events' notifications."""
-    return Event.objects.filter(pk__in=list(event_ids), status=Event.Status.PENDING).update(
-        status=Event.Status.DELIVERED,
-        finished_at=timezone.now(),
-        claimed_until=None,
-        next_attempt_at=None,
-        last_error="",
-    )
+    if not event_ids:
+        return 0
+    connection = connections[router.db_for_write(Event)]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _in_list(_statements(connection)["delivered"], len(event_ids)),
+            [Event.Status.DELIVERED, now, *event_ids, Event.Status.PENDING],
+        )
+        return cursor.rowcount
 
 
 def event_dead_letter(*, event_id: int, error: str) -> bool:
@@ -280,6 +279,51 @@ def events_prune(*, finished_before: datetime) -> int:
         .delete()
     )
     return deleted
+
+
+# --- the hot path's SQL -------------------------------------------------------------------
+
+
+@cache
+def _statements_for(vendor: str, quote: Any, skip_locked: bool) -> dict[str, str]:
+    """The statements every delivery runs, written out once: the ORM compiled them again on
+    every call, most of a lone event's claim (docs/BENCHMARKS.md, "Where the CPU goes").
+    `{ids}` stands for a list of ids (_in_list)."""
+    table = quote(Event._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in Event._meta.concrete_fields)
+    # Other claimers' rows are skipped, not waited for; SQLite has one writer at a time.
+    lock = f" FOR UPDATE OF {table} SKIP LOCKED" if skip_locked else ""
+    return {
+        "claim": (
+            f"SELECT {columns} FROM {table} WHERE status = %s"  # noqa: S608 (names are ours)
+            " AND (claimed_until IS NULL OR claimed_until < %s)"
+            " AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
+            f" ORDER BY COALESCE(parent_id, id), id LIMIT %s{lock}"
+        ),
+        # SET reads the row as it was: a claim that ended without an answer counts an attempt.
+        "lease": (
+            f"UPDATE {table} SET claimed_until = %s, claimed_by = %s,"  # noqa: S608
+            " attempts = attempts + CASE WHEN claimed_until IS NULL THEN 0 ELSE 1 END WHERE id IN ({ids})"
+        ),
+        "earlier": (
+            f"SELECT id, recipient_ids FROM {table} WHERE status = %s"  # noqa: S608
+            " AND COALESCE(parent_id, id) < %s AND claimed_until >= %s AND claimed_by <> %s"
+        ),
+        "delivered": (
+            f"UPDATE {table} SET status = %s, finished_at = %s, claimed_until = NULL,"  # noqa: S608
+            " next_attempt_at = NULL, last_error = '' WHERE id IN ({ids}) AND status = %s"
+        ),
+    }
+
+
+def _statements(connection: BaseDatabaseWrapper) -> dict[str, str]:
+    return _statements_for(
+        connection.vendor, connection.ops.quote_name, connection.features.has_select_for_update_skip_locked
+    )
+
+
+def _in_list(sql: str, count: int) -> str:
+    return sql.replace("{ids}", ", ".join(["%s"] * count))
 
 
 # --- the relay's heartbeat --------------------------------------------------------------------

@@ -175,6 +175,34 @@ def test_a_rerun_of_an_event_another_worker_stored_stores_nothing_new(alice, bob
     assert status_of(event) == Event.Status.DELIVERED
 
 
+def lookups_of_stored_notifications(queries: CaptureQueriesContext) -> int:
+    return sum(q["sql"].startswith('SELECT "delivery_notification"') for q in queries.captured_queries)
+
+
+def test_events_never_claimed_before_are_stored_without_looking_for_earlier_notifications(alice, rings) -> None:
+    notice(alice)
+    with CaptureQueriesContext(connection) as queries:
+        assert deliver() == 1
+    assert lookups_of_stored_notifications(queries) == 0
+
+
+def test_an_event_claimed_before_whose_worker_stored_it_is_not_stored_twice(alice, bob, rings) -> None:
+    event = notice(alice, bob)
+    deliver()
+    # Its worker stored it and then its lease ran out: claimed again, it is a suspect.
+    Event.objects.filter(pk=event.pk).update(
+        status=Event.Status.PENDING, finished_at=None, claimed_until=timezone.now() - timedelta(seconds=1)
+    )
+    rings.clear()
+
+    with CaptureQueriesContext(connection) as queries:
+        assert deliver() == 1
+
+    assert lookups_of_stored_notifications(queries) == 1
+    assert seqs_of(alice) == seqs_of(bob) == [1]
+    assert rings == []
+
+
 def test_a_doorbell_that_cannot_ring_does_not_fail_the_delivery(
     alice, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
