@@ -74,12 +74,20 @@ def token_issue(*, user: AbstractBaseUser) -> str:
 
 def token_authenticate(token: str) -> tuple[AbstractBaseUser, Credential] | None:
     """The token's user and credential, or None for a bad, expired or revoked token, or an
+    inactive user."""
+    auth_token = token_find(token)
+    if auth_token is None:
+        return None
+    return auth_token.user, Credential(kind="token", ref=auth_token.digest)
+
+
+def token_find(token: str) -> AuthToken | None:
+    """The token's row, its user loaded, or None for a bad, expired or revoked token, or an
     inactive user.
 
     knox's digest and comparison in one query. knox's own check also reads every token of the
-    user, to delete expired ones, on every call: a second query per handshake on the one
-    thread where daphne runs every socket's database calls, for tokens that here do not
-    expire on their own (REST_KNOX TOKEN_TTL is None)."""
+    user, to delete expired ones, on every call: a second query per request or handshake, for
+    tokens that here do not expire on their own (REST_KNOX TOKEN_TTL is None)."""
     try:
         digest = hash_token(token)
     except (ValueError, TypeError):  # binascii.Error is a ValueError: not a token of ours
@@ -90,7 +98,7 @@ def token_authenticate(token: str) -> tuple[AbstractBaseUser, Credential] | None
         if compare_digest(digest, auth_token.digest):
             if (auth_token.expiry is not None and auth_token.expiry <= now) or not auth_token.user.is_active:
                 return None
-            return auth_token.user, Credential(kind="token", ref=auth_token.digest)
+            return auth_token
     return None
 
 

@@ -7,7 +7,10 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from delivery.credentials import TICKET_TTL, ticket_redeem, token_authenticate, token_issue, tokens_revoke
@@ -169,6 +172,31 @@ def test_a_revoked_bearer_token_is_refused(api: APIClient, alice, rings) -> None
     tokens_revoke(user=alice)
 
     assert_json_error(api.get("/api/notifications/"), 401)
+
+
+@pytest.mark.parametrize("ended", ["expired", "user deactivated"])
+def test_a_bearer_token_of_an_expired_token_or_a_deactivated_user_is_refused(api: APIClient, alice, ended) -> None:
+    token = token_issue(user=alice)
+    if ended == "expired":
+        AuthToken.objects.filter(user=alice).update(expiry=timezone.now() - timedelta(seconds=1))
+    else:
+        alice.is_active = False
+        alice.save(update_fields=["is_active"])
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    assert assert_json_error(api.get("/api/notifications/unread-count/"), 401) == {"detail": "Invalid token."}
+
+
+def test_a_bearer_token_is_checked_with_one_query_however_many_tokens_the_user_has(api: APIClient, alice) -> None:
+    for _ in range(5):
+        token_issue(user=alice)
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token_issue(user=alice)}")
+    api.get("/api/notifications/unread-count/")  # the inbox row exists from now on
+
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get("/api/notifications/unread-count/").status_code == 200
+
+    assert sum('FROM "knox_authtoken"' in q["sql"] for q in queries.captured_queries) == 1
 
 
 # --- counts and read state ------------------------------------------------------------------
