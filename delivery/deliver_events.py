@@ -82,13 +82,14 @@ def deliver_events(*, token: str, budget_s: float = 5.0, wake: Callable[[int], N
             break
         if not claim.events:
             break
-        splits = _is_fanout(claim)
-        delivered += _deliver_claim(claim, wake=wake)
-        if claim.drained and not splits:
+        if _is_fanout(claim):
+            _split(claim.events[0], wake=wake)
+            continue  # this task takes one of the parts
+        delivered += _deliver_claim(claim)
+        if claim.drained:
             # Events emitted meanwhile have hand-off tasks of their own, and the sweep
             # catches any whose task was lost: another claim now would only find nothing,
-            # at the cost of a transaction (the idle case: one event per task). A split
-            # fan-out goes on: this task takes one of its parts.
+            # at the cost of a transaction (the idle case: one event per task).
             break
     return delivered
 
@@ -98,14 +99,14 @@ def _is_fanout(claim: Claim) -> bool:
     return len(claim.events) == 1 and len(claim.events[0].recipient_ids) > FANOUT_PART
 
 
-def _deliver_claim(claim: Claim, *, wake: Callable[[int], None] | None) -> int:
-    if _is_fanout(claim):
-        event = claim.events[0]
-        parts = event_split(event, parts=batched(event.recipient_ids, FANOUT_PART))
-        logger.info("event %s split into %d parts of up to %d recipients", event.pk, len(parts), FANOUT_PART)
-        if wake is not None:
-            wake(len(parts) - 1)
-        return 0
+def _split(event: Event, *, wake: Callable[[int], None] | None) -> None:
+    parts = event_split(event, parts=batched(event.recipient_ids, FANOUT_PART))
+    logger.info("event %s split into %d parts of up to %d recipients", event.pk, len(parts), FANOUT_PART)
+    if wake is not None:
+        wake(len(parts) - 1)
+
+
+def _deliver_claim(claim: Claim) -> int:
     try:
         try:
             stored = _store(claim, first_try=claim.fresh)
@@ -120,7 +121,7 @@ def _deliver_claim(claim: Claim, *, wake: Callable[[int], None] | None) -> int:
             event_dead_letter(event_id=claim.events[0].pk, error=f"{type(exc).__name__}: {exc}")
             return 0
         logger.warning("a batch of %d events failed (%r); delivering them one by one", len(claim.events), exc)
-        return sum(_deliver_claim(Claim(token=claim.token, events=[event]), wake=wake) for event in claim.events)
+        return sum(_deliver_claim(Claim(token=claim.token, events=[event])) for event in claim.events)
     _ring(stored)
     return len(claim.events)
 

@@ -93,16 +93,30 @@ def rung_counter_key(prefix: str) -> str:
     return f"{prefix}:{RUNG_COUNTER}"
 
 
+def pubsub_host() -> tuple[dict[str, Any], str] | None:
+    """The pub/sub layer's Redis host (a dict with "address") and its prefix, when the
+    default layer is a RedisPubSubChannelLayer on one host; None otherwise."""
+    config = settings.CHANNEL_LAYERS.get("default", {})
+    options = config.get("CONFIG", {})
+    hosts = options.get("hosts") or []
+    if config.get("BACKEND", "").rsplit(".", 1)[-1] != RedisPubSubChannelLayer.__name__ or len(hosts) != 1:
+        return None
+    host = {"address": hosts[0]} if isinstance(hosts[0], str) else hosts[0]
+    if not isinstance(host, dict) or "address" not in host:
+        return None
+    return host, options.get("prefix", "asgi")
+
+
 def doorbells_rung(timeout_s: float = 1.0) -> int | None:
     """How many rings every process has sent through the pub/sub layer's pipeline (None with
     another layer, which does not count them). Raises RedisError if Redis does not answer."""
-    config = settings.CHANNEL_LAYERS.get("default", {})
-    hosts = config.get("CONFIG", {}).get("hosts") or []
-    if config.get("BACKEND", "").rsplit(".", 1)[-1] != RedisPubSubChannelLayer.__name__ or len(hosts) != 1:
+    found = pubsub_host()
+    if found is None:
         return None
-    client = redis.Redis.from_url(hosts[0]["address"], socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    host, prefix = found
+    client = redis.Redis.from_url(host["address"], socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
-        return int(client.get(rung_counter_key(config["CONFIG"].get("prefix", "asgi"))) or 0)
+        return int(client.get(rung_counter_key(prefix)) or 0)
     finally:
         client.close()
 
@@ -111,10 +125,10 @@ def publisher_for_layer() -> Callable[[Sequence[Ring]], None]:
     layer = get_channel_layer()
     if layer is None:
         raise LayerUnavailable("no channel layer is configured")
-    if isinstance(layer, RedisPubSubChannelLayer):
-        hosts = layer._kwargs.get("hosts") or []
-        if len(hosts) == 1 and isinstance(hosts[0], dict) and "address" in hosts[0]:
-            return PubSubPipeline(layer, hosts[0], layer._kwargs.get("prefix", "asgi")).publish
+    found = pubsub_host()
+    if found is not None and isinstance(layer, RedisPubSubChannelLayer):
+        host, prefix = found
+        return PubSubPipeline(layer, host, prefix).publish
     return LayerLoop().publish
 
 

@@ -3,6 +3,10 @@ against the real Redis that counts them."""
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
+import django_ratelimit.core
 import pytest
 from django.test import Client
 from rest_framework.test import APIClient
@@ -11,6 +15,14 @@ from delivery.credentials import token_issue
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def one_rate_limit_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """django-ratelimit counts in fixed one-minute windows: a test's requests must all fall in
+    one, which a running clock cannot promise (a window can end between two requests)."""
+    now = time.time()
+    monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: now))
 
 
 @pytest.fixture(autouse=True)
