@@ -3,7 +3,7 @@
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+from project.http import http_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # A web process pools its database connections (PostgreSQL): see DATABASES in settings.
@@ -12,7 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 pool_by_default = "DATABASE_POOL" not in os.environ
 os.environ.setdefault("DATABASE_POOL", "1")
 # Django must be set up before anything imports models.
-django_asgi_app = get_asgi_application()
+django_asgi_app = http_application()
 if pool_by_default:
     from django.conf import settings
 

@@ -6,12 +6,12 @@ inline script or style, so the policy can be strict. JSON and static responses n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from axes.helpers import get_cool_off
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-
-from project.middleware import SyncAndAsyncMiddleware
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -28,18 +28,15 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
-class ContentSecurityPolicyMiddleware(SyncAndAsyncMiddleware):
-    def handle(self, request: HttpRequest) -> HttpResponse:
-        return _with_policy(self.get_response(request))
+class ContentSecurityPolicyMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
 
-    async def handle_async(self, request: HttpRequest) -> HttpResponse:
-        return _with_policy(await self.get_response(request))
-
-
-def _with_policy(response: HttpResponse) -> HttpResponse:
-    if response.get("Content-Type", "").startswith("text/html"):
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    return response
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.get("Content-Type", "").startswith("text/html"):
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
 
 
 def client_address(request: HttpRequest) -> str | None:
