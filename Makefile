@@ -61,7 +61,7 @@ $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.run-deps
 
-# make bench - every benchmark in bench/ against the naive baseline in one run (about 12 minutes on
+# make bench - every benchmark in bench/ against the naive baseline in one run (8-13 minutes on
 # 2 cores): a stack of its own on 127.0.0.1, progress on stderr, the report, results and PNG plots in
 # docs/bench/ (BENCH_ARGS="--only fanout --out var/bench" to vary). make bench-quick: a smoke run.
 .PHONY: bench bench-quick

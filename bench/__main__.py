@@ -1,6 +1,6 @@
 """make bench: every scenario, product against the naive baseline, in one run.
 
-    .venv/bin/python -m bench                 # moderate defaults, about 12 minutes on 2 cores
+    .venv/bin/python -m bench                 # moderate defaults, 8-13 minutes on 2 cores
     .venv/bin/python -m bench --quick         # a smoke run: small numbers, a few minutes
     .venv/bin/python -m bench --only fanout,resume --out var/bench
 
