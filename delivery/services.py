@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,8 +74,44 @@ def notifications_store(*, items: Sequence[tuple[Event, int, Rendered]], first_t
         next_seq[user_id] += 1
         left[user_id] -= 1
         unread_after.append(last[user_id][1] - left[user_id])
-    Notification.objects.bulk_create(notifications)
+    _notifications_insert(notifications)
     return [Stored(notification, unread) for notification, unread in zip(notifications, unread_after, strict=True)]
+
+
+def _notifications_insert(notifications: list[Notification]) -> None:
+    """One INSERT for all of them. On PostgreSQL one array per column through unnest():
+    bulk_create prepares, and psycopg quotes, each of the nine values of every row, which
+    was most of the CPU of storing a 1,000-recipient part. Elsewhere, bulk_create."""
+    if connection.vendor != "postgresql":
+        Notification.objects.bulk_create(notifications)
+        return
+    now = timezone.now()
+    table = connection.ops.quote_name(Notification._meta.db_table)
+    columns = ("user_id", "seq", "event_id", "event_type", "title", "body", "url", "data")
+    arrays = [
+        [n.user_id for n in notifications],
+        [n.seq for n in notifications],
+        [n.event_id for n in notifications],
+        [n.event_type for n in notifications],
+        [n.title for n in notifications],
+        [n.body for n in notifications],
+        [n.url for n in notifications],
+        [json.dumps(n.data) for n in notifications],
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}, created_at)"  # noqa: S608 (names are ours)
+            " SELECT u, s, e, t, ti, b, l, d::jsonb, %s FROM unnest("
+            "%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]"
+            ") AS row(u, s, e, t, ti, b, l, d) RETURNING id, user_id, seq",
+            [now, *arrays],
+        )
+        ids = {(user_id, seq): pk for pk, user_id, seq in cursor.fetchall()}
+    for notification in notifications:
+        notification.pk = ids[(notification.user_id, notification.seq)]
+        notification.created_at = now
+        notification._state.adding = False
+        notification._state.db = connection.alias
 
 
 INBOX_UPSERT_ROWS = 1000  # 3 parameters a row: far under SQLite's 32,766

@@ -17,6 +17,9 @@ from channels.layers import get_channel_layer
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from delivery import deliver_events as module
 from delivery.deliver_events import deliver_events
@@ -201,6 +204,29 @@ def test_an_event_claimed_before_whose_worker_stored_it_is_not_stored_twice(alic
     assert lookups_of_stored_notifications(queries) == 1
     assert seqs_of(alice) == seqs_of(bob) == [1]
     assert rings == []
+
+
+awkward_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
+json_data = st.dictionaries(awkward_text, st.none() | st.booleans() | st.integers() | awkward_text, max_size=4)
+
+
+@given(titles=st.lists(awkward_text, min_size=1, max_size=3), data=json_data)
+@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_what_is_rung_is_what_was_stored_whatever_the_text(alice, bob, rings, event_types, titles, data) -> None:
+    # Quotes, backslashes, braces and commas pass through one array per column on PostgreSQL.
+    if "anything" not in event_types.names:
+        event_types.add("anything")
+    rings.clear()
+    events = [
+        emit("anything", recipients=[alice, bob], data={**data, "title": title, "body": title}) for title in titles
+    ]
+
+    assert deliver() == len(events)
+
+    rung = [frame["notification"] for _, message in rings for frame in frames_of(message)]
+    stored = [notification_payload(n) for n in Notification.objects.filter(event__in=events).order_by("user", "seq")]
+    assert sorted(rung, key=lambda p: p["id"]) == sorted(stored, key=lambda p: p["id"])
+    assert {n.event_id: n.data for n in Notification.objects.filter(event__in=events)} == {e.pk: e.data for e in events}
 
 
 def test_a_doorbell_that_cannot_ring_does_not_fail_the_delivery(
