@@ -38,8 +38,8 @@ class QueuedMark:
     DELIVERY_QUEUED_S) by whoever publishes one, cleared by the task when it starts. Every
     empty task costs a worker 3-5 ms of CPU: under load, without this, most tasks found
     nothing. A task that is lost keeps it set for DELIVERY_QUEUED_S at most; the outbox sweep
-    delivers what was not published meanwhile. One client per process, not Django's cache,
-    which builds a client object per call (0.4 ms of CPU each)."""
+    delivers what was not published meanwhile. One client per process, not Django's cache API,
+    which builds a client object and a key per call (163-183 us of CPU against 54-71 us)."""
 
     def __init__(self) -> None:
         self._client: tuple[int, str, redis.Redis] | None = None
