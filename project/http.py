@@ -2,8 +2,8 @@
 
 Django's own ASGI handler runs the middleware chain in the event loop, and every middleware
 built on MiddlewareMixin (sessions, CSRF, auth, messages, security, ...) runs its
-process_request and process_response in the sync thread, each a hop there and back: about
-fifteen hops for one API request, with the GIL passed between the loop and the thread each
+process_request and process_response in the sync thread, each a hop there and back: more
+than ten hops for one API request, with the GIL passed between the loop and the thread each
 time. Here the whole request runs synchronously in that thread, as under WSGI, and the loop
 only reads the request and writes the response. The views here are all synchronous (DRF).
 """
