@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import pytest
@@ -17,6 +19,15 @@ from delivery.credentials import token_issue
 from project.http import OneHopASGIHandler
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def close_the_request_threads_connections() -> Iterator[None]:
+    """Django's ASGI handler runs each request's sync code in a thread of its own, which keeps
+    its database connection when it ends (a web process returns it to its pool instead): let
+    the collector close them, or PostgreSQL refuses to drop the test database at the end."""
+    yield
+    gc.collect()
 
 
 class Answer(NamedTuple):
