@@ -126,29 +126,9 @@ def events_claim(*, token: str, max_events: int, max_recipients: int, lease_s: f
                     sql["claim"], [Event.Status.PENDING, when(now), when(now), max_events]
                 )
             )
-            chosen: list[Event] = []
-            dead: list[Event] = []
-            recipients = 0
-            limit = max_events
-            for event in candidates:
-                suspect = event.claimed_until is not None
-                if suspect and event.attempts + 1 >= max_attempts:
-                    dead.append(event)
-                    continue
-                big = len(event.recipient_ids) > max_recipients
-                if chosen:
-                    leader = chosen[0]
-                    mixed = suspect != (leader.claimed_until is not None) or (
-                        suspect and event.attempts != leader.attempts
-                    )
-                    if big or mixed or recipients + len(event.recipient_ids) > max_recipients:
-                        break
-                elif suspect:
-                    limit = suspects_max(max_events=max_events, attempts=event.attempts + 1, max_attempts=max_attempts)
-                chosen.append(event)
-                recipients += len(event.recipient_ids)
-                if big or len(chosen) >= limit:
-                    break
+            chosen, dead = _choose(
+                candidates, max_events=max_events, max_recipients=max_recipients, max_attempts=max_attempts
+            )
             lease = now + timedelta(seconds=lease_s)
             if chosen:
                 ids = [event.pk for event in chosen]
@@ -161,6 +141,35 @@ def events_claim(*, token: str, max_events: int, max_recipients: int, lease_s: f
         event.claimed_until, event.claimed_by = lease, token
     drained = len(candidates) < max_events and len(chosen) + len(dead) == len(candidates)
     return Claim(token=token, events=chosen, drained=drained, fresh=fresh)
+
+
+def _choose(
+    candidates: list[Event], *, max_events: int, max_recipients: int, max_attempts: int
+) -> tuple[list[Event], list[Event]]:
+    """Of the oldest due events, those this claim takes (a run of fresh events, or of suspects
+    with as many attempts, within the bounds) and those out of attempts (dead)."""
+    chosen: list[Event] = []
+    dead: list[Event] = []
+    recipients = 0
+    limit = max_events
+    for event in candidates:
+        suspect = event.claimed_until is not None
+        if suspect and event.attempts + 1 >= max_attempts:
+            dead.append(event)
+            continue
+        big = len(event.recipient_ids) > max_recipients
+        if chosen:
+            leader = chosen[0]
+            mixed = suspect != (leader.claimed_until is not None) or (suspect and event.attempts != leader.attempts)
+            if big or mixed or recipients + len(event.recipient_ids) > max_recipients:
+                break
+        elif suspect:
+            limit = suspects_max(max_events=max_events, attempts=event.attempts + 1, max_attempts=max_attempts)
+        chosen.append(event)
+        recipients += len(event.recipient_ids)
+        if big or len(chosen) >= limit:
+            break
+    return chosen, dead
 
 
 def events_extend_lease(claim: Claim, *, lease_s: float) -> None:
