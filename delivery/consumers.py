@@ -14,7 +14,9 @@ replay waits until the replay is done, and is then skipped if the replay already
 Every WS_RECONCILE_INTERVAL_S (with jitter) each socket also reconciles on its own: it
 checks that its credential still holds, joins its groups again (a Redis restart forgets
 them) and sends anything stored past its cursor. Whatever loses a doorbell or a logout
-ring, the cost is bounded by that interval.
+ring, the cost is bounded by that interval. Rings lost while the process's pub/sub
+connection to Redis was down cost less: every socket catches up as it comes back
+(delivery/layer_watch.py).
 
 What one socket can make the server hold is bounded: at most REPLAY_MAX notifications per
 replay (beyond that the socket answers `resync` and the client pages over HTTP), a few
@@ -41,6 +43,7 @@ from redis.exceptions import RedisError
 
 from delivery import metrics
 from delivery.groups import user_group
+from delivery.layer_watch import layer_watch
 from delivery.models import Notification
 from delivery.payloads import encode_frame, notification_frame
 from delivery.selectors import (
@@ -165,6 +168,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             {"type": "hello", "user": self.user.get_username(), "unread": state.unread, "last_seq": state.last_seq}
         )
         self.reconciler = asyncio.create_task(self.reconcile_forever())
+        layer_watch.add(self, self.channel_layer)
         metrics.sockets_open.inc()
 
     async def disconnect(self, code: int) -> None:
@@ -176,6 +180,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         self.released = True
         self.closing = True
+        layer_watch.discard(self)
         for task in (self.gap_timer, self.reconciler):
             if task is not None:
                 task.cancel()
@@ -205,8 +210,17 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
+        await self.catch_up_now()
+
+    @property
+    def user_id(self) -> int:
+        return self.user.pk
+
+    async def catch_up_now(self) -> None:
+        """Send what is stored past the cursor: rings may have been lost."""
         async with self.sending:
-            await self.catch_up()
+            if not self.closing:
+                await self.catch_up()
 
     # --- client frames ---------------------------------------------------------------------
 

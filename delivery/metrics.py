@@ -8,6 +8,12 @@ sockets_open = Gauge("notify_sockets_open", "WebSocket connections open in this 
 sockets_refused = Counter("notify_sockets_refused", "Sockets refused: their user had WS_SOCKETS_PER_USER_MAX open")
 doorbells_received = Counter("notify_doorbells_received", "Doorbells (new notifications) this process's sockets got")
 gaps_filled = Counter("notify_gaps_filled", "Doorbell gaps this process's sockets filled from the database")
+layer_reconnects = Counter(
+    "notify_layer_reconnects", "Times this process's pub/sub connection came back (its sockets then caught up)"
+)
+layer_probes_missed = Counter(
+    "notify_layer_probes_missed", "Probe rings this process sent itself through Redis that did not come back"
+)
 frames_sent = Counter("notify_notification_frames_sent", "notification frames sent to sockets by this process")
 replay_size = Histogram(
     "notify_replay_notifications",

@@ -22,6 +22,11 @@ def inbox_state(*, user_id: int) -> InboxState:
     return InboxState(*row) if row else InboxState(last_seq=0, unread=0)
 
 
+def inboxes_last_seq(*, user_ids: set[int]) -> dict[int, int]:
+    """{user id: last seq} for those of the users who have an inbox."""
+    return dict(Inbox.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
+
+
 def notifications_after_seq(*, user_id: int, after_seq: int, limit: int = PAGE_MAX) -> list[Notification]:
     """The user's notifications with seq > after_seq, oldest first."""
     return list(Notification.objects.filter(user_id=user_id, seq__gt=after_seq).order_by("seq")[:limit])

@@ -203,6 +203,8 @@ _redis_host = {
     "health_check_interval": 15,
     # redis-py's async pool caps at 100; a reconnect storm opens far more at once.
     "max_connections": 2000,
+    # So CLIENT LIST tells the channel layer's connections from Celery's and the cache's.
+    "client_name": "notify-layer",
 }
 if CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {

@@ -1,0 +1,164 @@
+"""The web process's watch on its pub/sub subscription, against the real Redis: a probe that
+notices a subscription that went deaf, the resubscription that mends it, and the catch-up
+of the sockets that missed rings meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
+
+from delivery import layer_watch as watch_module
+from delivery.layer_watch import LayerProbe, LayerWatch, Probe, pubsub_connections
+
+GROUP = "deafness-test"
+
+
+async def _subscribed_channel(layer: Any) -> str:
+    channel = await layer.new_channel()
+    await layer.group_add(GROUP, channel)
+    return channel
+
+
+async def _rung_and_heard(layer: Any, channel: str) -> bool:
+    """A ring to GROUP reaches `channel` within a second (read from the layer's queue, since
+    a timed-out receive() makes channels_redis unsubscribe the channel)."""
+    queue = layer._get_layer().channels[channel]
+    await layer.group_send(GROUP, {"type": "check"})
+    for _ in range(100):
+        if not queue.empty():
+            queue.get_nowait()
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+def _end_the_receive_loop(layer: Any) -> None:
+    for shard in layer._get_layer()._shards:
+        shard._receive_task.cancel()  # as if it had died: channels_redis never starts another
+
+
+async def _unsubscribe_behind_its_back(layer: Any) -> None:
+    for shard in layer._get_layer()._shards:
+        await shard._pubsub.unsubscribe()  # channels_redis still believes everything subscribed
+    await asyncio.sleep(0.3)  # the receive loop reads the confirmations
+
+
+@pytest.mark.parametrize("break_it", ["receive loop ended", "unsubscribed behind its back"])
+def test_a_deaf_subscription_is_noticed_and_subscribed_again(break_it: str) -> None:
+    async def scenario() -> tuple[bool, Probe, bool, Probe]:
+        layer = get_channel_layer()
+        assert isinstance(layer, RedisPubSubChannelLayer)
+        channel = await _subscribed_channel(layer)
+        probe = LayerProbe(layer)
+        await probe.start()
+        assert await probe.ring() is Probe.HEARD
+        if break_it == "receive loop ended":
+            _end_the_receive_loop(layer)
+        else:
+            await _unsubscribe_behind_its_back(layer)
+        heard_while_broken = await _rung_and_heard(layer, channel)
+        while_broken = await probe.ring()
+        await probe.resubscribe()
+        after = await probe.ring()
+        heard_after = await _rung_and_heard(layer, channel)
+        await probe.stop()
+        await layer.flush()
+        return heard_while_broken, while_broken, heard_after, after
+
+    heard_while_broken, while_broken, heard_after, after = asyncio.run(scenario())
+
+    assert not heard_while_broken, "the fault should make the layer deaf"
+    assert while_broken is Probe.DEAF
+    assert after is Probe.HEARD
+    assert heard_after, "after the resubscription the group's rings arrive again"
+
+
+def test_a_probe_of_a_redis_that_is_gone_says_unreachable_not_deaf(settings: Any) -> None:
+    layers = {"default": {**settings.CHANNEL_LAYERS["default"]}}
+    layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "hosts": ["redis://127.0.0.1:9/0"]}
+    settings.CHANNEL_LAYERS = layers
+
+    async def scenario() -> Probe:
+        layer = get_channel_layer()
+        probe = LayerProbe(layer)
+        probe.channel = "never-subscribed"
+        return await probe.ring()
+
+    assert asyncio.run(scenario()) is Probe.UNREACHABLE
+
+
+@dataclass(eq=False)
+class FakeSocket:
+    user_id: int
+    cursor: int
+    caught_up: list[int] = field(default_factory=list)
+
+    async def catch_up_now(self) -> None:
+        self.caught_up.append(self.cursor)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_sockets_behind_their_inbox_catch_up(store_notices, alice, bob, close_async_db_connections) -> None:
+    store_notices(alice, count=3)
+    store_notices(bob, count=1)
+    behind, current, other_behind, no_inbox = (
+        FakeSocket(alice.pk, 1),
+        FakeSocket(alice.pk, 3),
+        FakeSocket(bob.pk, 0),
+        FakeSocket(10**9, 0),
+    )
+    watch = LayerWatch()
+    watch.sockets.update([behind, current, other_behind, no_inbox])
+
+    count = asyncio.run(watch.catch_up_all())
+
+    assert count == 2
+    assert behind.caught_up == [1]
+    assert other_behind.caught_up == [0]
+    assert current.caught_up == []
+    assert no_inbox.caught_up == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_watch_mends_a_deaf_layer_and_the_sockets_catch_up(
+    store_notices, alice, monkeypatch: pytest.MonkeyPatch, close_async_db_connections
+) -> None:
+    monkeypatch.setattr(watch_module, "PROBE_EVERY_S", 0.05)
+    monkeypatch.setattr(watch_module, "PROBE_TIMEOUT_S", 0.3)
+
+    async def scenario() -> tuple[FakeSocket, bool]:
+        layer = get_channel_layer()
+        channel = await _subscribed_channel(layer)
+        socket = FakeSocket(alice.pk, 0)
+        watch = LayerWatch()
+        watch.add(socket, layer)
+        await asyncio.sleep(0.3)  # a probe or two heard
+        _end_the_receive_loop(layer)
+        await asyncio.to_thread(store_notices, alice, count=2)  # their rings would be lost now
+        for _ in range(100):
+            if socket.caught_up:
+                break
+            await asyncio.sleep(0.05)
+        heard = await _rung_and_heard(layer, channel)
+        watch.discard(socket)
+        await layer.flush()
+        return socket, heard
+
+    socket, heard = asyncio.run(scenario())
+
+    assert socket.caught_up == [0], "the socket should catch up once the layer hears again"
+    assert heard, "the watch should have subscribed the group again"
+
+
+def test_only_the_pub_sub_layer_has_connections_to_watch(settings: Any) -> None:
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+    async def scenario() -> list[Any]:
+        return pubsub_connections(get_channel_layer())
+
+    assert asyncio.run(scenario()) == []
