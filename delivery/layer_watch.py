@@ -1,17 +1,22 @@
-"""Every socket of a web process catches up once its pub/sub connection to Redis is back.
+"""A web process's watch on its pub/sub subscription, and the catch-up of its sockets.
 
 With the pub/sub channel layer, each web process hears every ring through one subscribed
-Redis connection. When that connection drops (a Redis restart, a network blip, Redis
-closing it), every ring published until redis-py has reconnected and subscribed again is
-gone, and the reconnect waits out a backoff of up to several seconds. A later ring for the
-same user would reveal the gap, but a ring lost after a user's last event never would,
-until the socket's reconcile (WS_RECONCILE_INTERVAL_S). So when the connection is back,
-after redis-py has subscribed it to every group again (PubSub.on_connect runs first), each
-socket whose cursor is behind its user's inbox reads the rest from the database.
+Redis connection. While that connection is down (a Redis restart, a network blip), every
+ring published for the process is gone. A later ring for the same user reveals the gap,
+but a ring lost after a user's last event never would, until the socket's reconcile
+(WS_RECONCILE_INTERVAL_S). So:
 
-A ring published after the resubscription reaches the socket; one published before it was
-committed before it, so the catch-up reads it. Nothing falls between (docs/DESIGN.md,
-"Doorbell").
+- when redis-py has reconnected and subscribed the connection to every group again (its
+  PubSub.on_connect runs before our callback), each socket whose cursor is behind its
+  user's inbox reads the rest from the database. A ring published after the resubscription
+  reaches the socket; one published before was committed before it, so the catch-up reads it.
+- a resubscription can fail (Redis refusing SUBSCRIBE for a moment: an ACL change, a
+  failover) and leave the connection open and subscribed to nothing, and channels_redis's
+  receive loop can end; neither library notices. Every PROBE_EVERY_S the process asks
+  Redis whether its own probe channel has a subscriber: twice no means deaf, and every
+  channel and group is subscribed again on a new connection, then the sockets catch up.
+
+See docs/DESIGN.md, "Channel layer: pub/sub by default".
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import uuid
 import weakref
 from collections.abc import Coroutine
 from typing import Any, Protocol
@@ -95,10 +99,10 @@ class LayerWatch:
         task.add_done_callback(self._tasks.discard)
 
     async def probe_forever(self, layer: Any) -> None:
-        """Every PROBE_EVERY_S, ring a group of this process's own and listen for it. Rings that
-        stop arriving while Redis takes them mean the subscription is gone (a resubscription
-        that failed, a receive loop that ended): subscribe everything again on a new
-        connection. Either way, once probes arrive again, every socket catches up."""
+        """Every PROBE_EVERY_S, ask whether this process still hears Redis (LayerProbe). Twice
+        deaf in a row (once may be redis-py mid-reconnect) means the subscription is gone (a
+        resubscription that failed, a receive loop that ended): subscribe everything again
+        on a new connection. Whenever it hears again, every socket catches up."""
         probe = LayerProbe(layer)
         try:
             await probe.start()
@@ -109,15 +113,15 @@ class LayerWatch:
         try:
             while True:
                 await asyncio.sleep(PROBE_EVERY_S)
-                outcome = await probe.ring()
-                if outcome is Probe.HEARD:
+                outcome = await probe.check()
+                if outcome is Probe.SUBSCRIBED:
                     if missed:
-                        logger.warning("channel layer hears rings again after %d missed probe(s)", missed)
+                        logger.warning("channel layer hears again after %d failed probe(s)", missed)
                         await self.catch_up_all()
                     missed = deaf = 0
                     continue
                 missed += 1
-                metrics.layer_probes_missed.inc()
+                metrics.layer_probes_failed.inc()
                 deaf = deaf + 1 if outcome is Probe.DEAF else 0
                 if deaf >= DEAF_PROBES_BEFORE_RESUBSCRIBE:
                     await self._resubscribe(probe, layer)
@@ -126,7 +130,7 @@ class LayerWatch:
             await probe.stop()
 
     async def _resubscribe(self, probe: LayerProbe, layer: Any) -> None:
-        logger.warning("channel layer takes rings but does not hear them; subscribing again on a new connection")
+        logger.warning("channel layer connection subscribed to nothing; subscribing again on a new connection")
         try:
             await probe.resubscribe()
         except (RedisError, OSError) as exc:
@@ -157,58 +161,41 @@ class LayerWatch:
 
 
 class Probe(enum.Enum):
-    HEARD = "heard"
-    UNREACHABLE = "unreachable"  # Redis did not take the ring
-    DEAF = "deaf"  # Redis took it, and it never came back
+    SUBSCRIBED = "subscribed"
+    UNREACHABLE = "unreachable"  # Redis did not answer
+    DEAF = "deaf"  # Redis answers, and this process hears nothing from it
 
 
 class LayerProbe:
-    """A channel of this process in a group of its own, rung and listened to through Redis."""
+    """A channel of this process that nothing is sent to: whether Redis counts a subscriber
+    for it says whether this process's pub/sub connection is subscribed at all. Redis
+    answers from its own state, so a busy event loop never passes for a deaf one."""
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
-        self.group = f"layer-probe.{uuid.uuid4().hex}"
         self.channel = ""
-        self.sent = 0
-        self.received = 0
-        self.arrived = asyncio.Event()
-        self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.channel = await self.layer.new_channel("layer-probe.")
-        await self.layer.group_add(self.group, self.channel)
-        self._listener = asyncio.get_running_loop().create_task(self._listen())
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()  # channels_redis unsubscribes the channel as its receive ends
-        with contextlib.suppress(RedisError, OSError):
-            await self.layer.group_discard(self.group, self.channel)
+        loop_layer = self.layer._get_layer()
+        if loop_layer.channels.pop(self.channel, None) is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await loop_layer._get_shard(self.channel).unsubscribe(self.channel)
 
-    async def _listen(self) -> None:
-        while True:
-            message = await self.layer.receive(self.channel)
-            self.received = max(self.received, int(message.get("n", 0)))
-            self.arrived.set()
-
-    async def ring(self) -> Probe:
-        """Ring the group and listen for this ring for up to PROBE_TIMEOUT_S."""
-        self.sent += 1
-        try:
-            await asyncio.wait_for(
-                self.layer.group_send(self.group, {"type": "probe", "n": self.sent}), PROBE_TIMEOUT_S
-            )
-        except (RedisError, OSError, TimeoutError):
-            return Probe.UNREACHABLE  # redis-py reconnects by itself once Redis answers
+    async def check(self) -> Probe:
+        loop_layer = self.layer._get_layer()
+        if any(shard._receive_task is not None and shard._receive_task.done() for shard in loop_layer._shards):
+            return Probe.DEAF  # channels_redis's receive loop ended: nothing reads the connection
+        shard = loop_layer._get_shard(self.channel)
+        shard._ensure_redis()
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
-                while True:
-                    self.arrived.clear()
-                    if self.received >= self.sent:
-                        return Probe.HEARD
-                    await self.arrived.wait()
-        except TimeoutError:
-            return Probe.DEAF
+                [(_, subscribers)] = await shard._redis.pubsub_numsub(self.channel)
+        except (RedisError, OSError, TimeoutError):
+            return Probe.UNREACHABLE  # redis-py reconnects by itself once Redis answers
+        return Probe.SUBSCRIBED if subscribers else Probe.DEAF
 
     async def resubscribe(self) -> None:
         """Close each shard's connection and subscribe every channel and group of this process

@@ -11,8 +11,8 @@ gaps_filled = Counter("notify_gaps_filled", "Doorbell gaps this process's socket
 layer_reconnects = Counter(
     "notify_layer_reconnects", "Times this process's pub/sub connection came back (its sockets then caught up)"
 )
-layer_probes_missed = Counter(
-    "notify_layer_probes_missed", "Probe rings this process sent itself through Redis that did not come back"
+layer_probes_failed = Counter(
+    "notify_layer_probes_failed", "Checks of this process's pub/sub subscription that found Redis away or it deaf"
 )
 frames_sent = Counter("notify_notification_frames_sent", "notification frames sent to sockets by this process")
 replay_size = Histogram(
