@@ -36,6 +36,10 @@ def database_url(settings_dict: dict[str, Any]) -> str:
     raise NotImplementedError(f"no DATABASE_URL form for {engine}")
 
 
+# What notable_logs() keeps: log levels, supervisord's and the watchdog's lines, deliveries.
+NOTABLE = (" WARNING ", " ERROR ", " CRITICAL ", " WARN ", " INFO spawned", "watchdog", "deliver_events[")
+
+
 @dataclass
 class ManagedProcess:
     """A child in its own process group, its output in a log file."""
@@ -155,6 +159,17 @@ class LiveStack:
 
     def logs(self) -> str:
         return "\n".join(f"===== {p.name} =====\n{p.log()[-6000:]}" for p in self.processes)
+
+    def notable_logs(self, limit: int = 200) -> str:
+        """The last `limit` lines of every log that are not access lines or tracebacks: the
+        warnings, errors, restarts and deliveries, for a scenario whose tail is all requests."""
+        lines = [
+            f"{p.name}: {line}"
+            for p in self.processes
+            for line in p.log().splitlines()
+            if any(mark in line for mark in NOTABLE) and not line.startswith((" ", "Traceback"))
+        ]
+        return "\n".join(lines[-limit:])
 
     def _web_answers(self) -> bool:
         """Whether daphne answers HTTP: /healthz may say 503 until beat's first sweep."""

@@ -159,7 +159,7 @@ def test_a_redis_restart_loses_and_doubles_nothing(make_fault_stack: MakeStack, 
     assert outcome.down_latencies, "no event was emitted while Redis was down"
     assert max(outcome.down_latencies) < EMIT_WHILE_DOWN_MAX_S, outcome.down_latencies
     problems = oracle_problems(stack, outcome.tabs, expected=outcome.expected)
-    assert problems == [], f"{problems}\n{outcome.summary()}\n{stack.logs()}"
+    assert problems == [], f"{problems}\n{outcome.summary()}\n{stack.notable_logs()}"
     assert_each_seq_once(outcome.tabs, outcome.expected)
 
 
@@ -179,7 +179,7 @@ def test_pubsub_sockets_catch_up_after_a_restart_without_reconcile_or_reconnect(
     print(f"\n[pubsub, no reconcile, no reconnect] {outcome.summary()}")
     assert all(tab.connections == 1 and not tab.close_codes for tab in outcome.tabs), outcome.summary()
     problems = oracle_problems(stack, outcome.tabs, expected=outcome.expected)
-    assert problems == [], f"{problems}\n{outcome.summary()}\n{stack.logs()}"
+    assert problems == [], f"{problems}\n{outcome.summary()}\n{stack.notable_logs()}"
 
 
 def test_without_reconnect_a_redis_restart_leaves_core_layer_tabs_behind(make_fault_stack: MakeStack) -> None:
