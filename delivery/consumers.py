@@ -11,12 +11,12 @@ unless there is a gap.
 Channels runs one handler at a time per consumer, so a doorbell that arrives during a
 replay waits until the replay is done, and is then skipped if the replay already sent it.
 
-Every WS_RECONCILE_INTERVAL_S (with jitter) each socket also reconciles on its own: it
-checks that its credential still holds, joins its groups again (a Redis restart forgets
-them) and sends anything stored past its cursor. Whatever loses a doorbell or a logout
-ring, the cost is bounded by that interval. Rings lost while the process's pub/sub
-connection to Redis was down cost less: every socket catches up as it comes back
-(delivery/layer_watch.py).
+Every WS_RECONCILE_INTERVAL_S (with jitter) the web process reconciles all its sockets at
+once (delivery/socket_watch.py): those whose credential ended are closed, the others join
+their groups again (a Redis restart forgets them) and send anything stored past their
+cursor. Whatever loses a doorbell or a logout ring, the cost is bounded by that interval.
+Rings lost while the process's pub/sub connection to Redis was down cost less: every
+socket catches up as it comes back.
 
 What one socket can make the server hold is bounded: at most REPLAY_MAX notifications per
 replay (beyond that the socket answers `resync` and the client pages over HTTP), a few
@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from typing import Any
 
@@ -38,12 +37,10 @@ from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from delivery import metrics
 from delivery.groups import user_group
-from delivery.layer_watch import layer_watch
 from delivery.models import Notification
 from delivery.payloads import encode_frame, notification_frame
 from delivery.selectors import (
@@ -55,6 +52,7 @@ from delivery.selectors import (
 )
 from delivery.services import notifications_mark_all_read, notifications_mark_read
 from delivery.socket_slots import slot_claim, slot_release
+from delivery.socket_watch import socket_watch
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +114,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     closing = False
     released = False
     slot_held = False
-    reconciler: asyncio.Task[None] | None = None
+    counted = False  # in sockets_open: accepted, authenticated, watched
     gap_timer: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -151,7 +149,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY_SOCKETS)
             return
         self.slot_held = True
-        # Guards the cursor and the order of sends between the handlers and the reconciler.
+        # Guards the cursor and the order of sends between the handlers and the process's watch.
         self.sending = asyncio.Lock()
         self.frames = TokenBucket(burst=self.frames_burst, per_second=self.frames_per_second)
         self.bad_frames = TokenBucket(burst=self.bad_frames_burst, per_second=self.bad_frames_per_second)
@@ -159,16 +157,15 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         # Join before reading the inbox, so nothing committed in between falls through.
         self.early: dict[int, str] = {}  # seq -> frame, from rings that came ahead of the cursor
         self.groups = [user_group(self.user.pk), principal.credential.group]
-        for group in self.groups:
-            await self.channel_layer.group_add(group, self.channel_name)
+        await self.join_groups()
         await self.accept()
         state = await database_sync_to_async(inbox_state)(user_id=self.user.pk)
         self.cursor = state.last_seq
         await self.send_frame(
             {"type": "hello", "user": self.user.get_username(), "unread": state.unread, "last_seq": state.last_seq}
         )
-        self.reconciler = asyncio.create_task(self.reconcile_forever())
-        layer_watch.add(self, self.channel_layer)
+        socket_watch.add(self, self.channel_layer)
+        self.counted = True
         metrics.sockets_open.inc()
 
     async def disconnect(self, code: int) -> None:
@@ -180,12 +177,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         self.released = True
         self.closing = True
-        layer_watch.discard(self)
-        for task in (self.gap_timer, self.reconciler):
-            if task is not None:
-                task.cancel()
-        if self.reconciler is not None:
-            metrics.sockets_open.dec()  # the reconciler starts with an accepted, authenticated socket
+        socket_watch.discard(self)
+        if self.gap_timer is not None:
+            self.gap_timer.cancel()
+        if self.counted:
+            metrics.sockets_open.dec()
         try:
             for group in self.groups or []:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -194,23 +190,15 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if self.slot_held:
             await slot_release(self.user.pk, self.channel_name)
 
-    async def reconcile_forever(self) -> None:
-        interval = settings.WS_RECONCILE_INTERVAL_S
-        while not self.closing:
-            await asyncio.sleep(interval * random.uniform(0.75, 1.25))  # noqa: S311 (jitter, not crypto)
-            try:
-                await self.reconcile()
-            except (TimeoutError, DatabaseError, RedisError, OSError) as exc:
-                logger.warning("reconcile of a socket of user %s failed, retrying later: %r", self.user.pk, exc)
+    # --- what the process's watch asks of each socket (delivery/socket_watch.py) ------------
 
-    async def reconcile(self) -> None:
-        """Close if the credential ended; rejoin the groups; send what the cursor missed."""
-        if not await database_sync_to_async(self.credential.is_valid_for)(self.user.pk):
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
+    async def join_groups(self) -> None:
+        """Join the groups (again, at each reconcile: a Redis restart forgets the core layer's)."""
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
-        await self.catch_up_now()
+
+    async def end_for_credential(self) -> None:
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     @property
     def user_id(self) -> int:

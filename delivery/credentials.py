@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from hmac import compare_digest
@@ -14,7 +15,7 @@ from typing import Literal
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from knox.crypto import hash_token
@@ -51,12 +52,7 @@ class Credential:
         """Whether the credential still authenticates this (active) user: not logged out,
         not revoked, not expired, and (for sessions) the password was not changed since."""
         if self.kind == "token":
-            return AuthToken.objects.filter(
-                Q(expiry__isnull=True) | Q(expiry__gt=timezone.now()),
-                digest=self.ref,
-                user_id=user_id,
-                user__is_active=True,
-            ).exists()
+            return _live_tokens().filter(digest=self.ref, user_id=user_id).exists()
         session = import_module(settings.SESSION_ENGINE).SessionStore(self.ref).load()
         if str(session.get(SESSION_KEY)) != str(user_id):
             return False
@@ -64,6 +60,24 @@ class Credential:
         return user is not None and constant_time_compare(
             session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
         )
+
+
+def credentials_valid(held: Sequence[tuple[Credential, int]]) -> list[bool]:
+    """Credential.is_valid_for for each (credential, user id), as many sockets hold them:
+    every token in one query, each session on its own."""
+    digests = {credential.ref for credential, _ in held if credential.kind == "token"}
+    tokens: set[tuple[str, int]] = set()
+    if digests:
+        tokens = set(_live_tokens().filter(digest__in=digests).values_list("digest", "user_id"))
+    return [
+        (credential.ref, user_id) in tokens if credential.kind == "token" else credential.is_valid_for(user_id)
+        for credential, user_id in held
+    ]
+
+
+def _live_tokens() -> QuerySet[AuthToken]:
+    """Tokens of active users that have not expired."""
+    return AuthToken.objects.filter(Q(expiry__isnull=True) | Q(expiry__gt=timezone.now()), user__is_active=True)
 
 
 def token_issue(*, user: AbstractBaseUser) -> str:

@@ -1,6 +1,7 @@
-"""The web process's watch on its pub/sub subscription, against the real Redis: a probe that
-notices a subscription that went deaf (and not one that is merely busy), the resubscription
-that mends it, and the catch-up of the sockets that missed rings meanwhile."""
+"""The web process's watch over its sockets, against the real Redis and database: the
+reconcile of all of them at once, a probe that notices a subscription that went deaf (and
+not one that is merely busy), the resubscription that mends it, and the catch-up of the
+sockets that missed rings meanwhile."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Any
 import pytest
 from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
+from knox.models import AuthToken
 
-from delivery import layer_watch as watch_module
-from delivery.layer_watch import LayerProbe, LayerWatch, Probe, pubsub_connections
+from delivery import socket_watch as watch_module
+from delivery.credentials import Credential, credentials_valid, token_authenticate, token_issue
+from delivery.socket_watch import LayerProbe, Probe, SocketWatch, pubsub_connections
 
 GROUP = "deafness-test"
 
@@ -118,10 +121,61 @@ def test_a_probe_of_a_redis_that_is_gone_says_unreachable_not_deaf(settings: Any
 class FakeSocket:
     user_id: int
     cursor: int
+    credential: Credential = field(default_factory=lambda: Credential(kind="token", ref="none"))
     caught_up: list[int] = field(default_factory=list)
+    joined: int = 0
+    ended: bool = False
 
     async def catch_up_now(self) -> None:
         self.caught_up.append(self.cursor)
+
+    async def join_groups(self) -> None:
+        self.joined += 1
+
+    async def end_for_credential(self) -> None:
+        self.ended = True
+
+
+def _token_credential(user: Any) -> Credential:
+    found = token_authenticate(token_issue(user=user))
+    assert found is not None
+    return found[1]
+
+
+def test_the_tokens_of_many_sockets_are_checked_in_one_query(alice, bob, django_assert_num_queries) -> None:
+    credentials = [(_token_credential(alice), alice.pk) for _ in range(20)]
+    credentials += [(_token_credential(bob), bob.pk) for _ in range(20)]
+    AuthToken.objects.filter(digest=credentials[3][0].ref).delete()
+    held = [*credentials, (credentials[0][0], bob.pk)]  # alice's token, claimed for bob
+
+    with django_assert_num_queries(1):
+        valid = credentials_valid(held)
+
+    assert valid == [index != 3 for index in range(40)] + [False]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reconcile_closes_the_ended_rejoins_the_others_and_catches_up_those_behind(
+    store_notices, alice, bob, close_async_db_connections
+) -> None:
+    store_notices(alice, count=2)
+    ended = FakeSocket(alice.pk, 0, credential=Credential(kind="token", ref="revoked"))
+    behind = FakeSocket(alice.pk, 1, credential=_token_credential(alice))
+    current = FakeSocket(alice.pk, 2, credential=_token_credential(alice))
+    quiet = FakeSocket(bob.pk, 0, credential=_token_credential(bob))
+    watch = SocketWatch()
+    watch.sockets.update([ended, behind, current, quiet])
+
+    asyncio.run(watch.reconcile_all())
+
+    assert ended.ended
+    assert ended.joined == 0
+    assert ended.caught_up == []
+    assert [s.ended for s in (behind, current, quiet)] == [False, False, False]
+    assert [s.joined for s in (behind, current, quiet)] == [1, 1, 1]
+    assert behind.caught_up == [1]
+    assert current.caught_up == []
+    assert quiet.caught_up == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -134,7 +188,7 @@ def test_only_sockets_behind_their_inbox_catch_up(store_notices, alice, bob, clo
         FakeSocket(bob.pk, 0),
         FakeSocket(10**9, 0),
     )
-    watch = LayerWatch()
+    watch = SocketWatch()
     watch.sockets.update([behind, current, other_behind, no_inbox])
 
     count = asyncio.run(watch.catch_up_all())
@@ -148,15 +202,16 @@ def test_only_sockets_behind_their_inbox_catch_up(store_notices, alice, bob, clo
 
 @pytest.mark.django_db(transaction=True)
 def test_the_watch_mends_a_deaf_layer_and_the_sockets_catch_up(
-    store_notices, alice, monkeypatch: pytest.MonkeyPatch, close_async_db_connections
+    store_notices, alice, monkeypatch: pytest.MonkeyPatch, settings: Any, close_async_db_connections
 ) -> None:
     monkeypatch.setattr(watch_module, "PROBE_EVERY_S", 0.05)
+    settings.WS_RECONCILE_INTERVAL_S = 3600  # the catch-up must come from the mend
 
     async def scenario() -> tuple[FakeSocket, bool]:
         layer = get_channel_layer()
         channel = await _subscribed_channel(layer)
         socket = FakeSocket(alice.pk, 0)
-        watch = LayerWatch()
+        watch = SocketWatch()
         watch.add(socket, layer)
         await asyncio.sleep(0.3)  # a probe or two heard
         _end_the_receive_loop(layer)
