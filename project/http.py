@@ -17,9 +17,10 @@ from django.http import HttpRequest, HttpResponseBase
 
 
 class OneHopASGIHandler(ASGIHandler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.load_middleware(is_async=False)
+    def load_middleware(self, is_async: bool = False) -> None:
+        # ASGIHandler asks for the async chain; build only the sync one, which
+        # get_response_async runs whole in the thread.
+        super().load_middleware(is_async=False)
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
