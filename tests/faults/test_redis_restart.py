@@ -168,7 +168,7 @@ def test_pubsub_sockets_catch_up_after_a_restart_without_reconcile_or_reconnect(
     # With the default pub/sub layer the oracle still holds, and this pins down why: daphne
     # keeps the sockets open through the outage, redis-py re-subscribes the web process's
     # pub/sub connection to every group as soon as Redis answers again (PubSub.on_connect),
-    # and then the web process's layer watch makes every socket behind its inbox catch up
+    # and then the web process's socket watch makes every socket behind its inbox catch up
     # from the database (a later doorbell ahead of a socket's cursor would too, but the
     # restarted worker may deliver everything in one batch whose ring is the last).
     stack = make_fault_stack(WS_RECONCILE_INTERVAL_S="3600")
